@@ -1,0 +1,369 @@
+"""Recurrent cells as named tuples of pure functions.
+
+A cell is unbatched: ``step`` maps one carry and one input vector to the next
+carry and an output vector. Batch with ``jax.vmap``; unroll over time with
+``rnnjax.unroll`` (``jax.lax.scan``). Weight matrices use PyTorch's layout
+``(out, in)`` and gate order, so PyTorch weights load without reshuffling.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax import initializers as inits
+
+Params = Any
+Carry = Any
+
+
+class Cell(NamedTuple):
+    """A recurrent cell: three pure functions and its sizes.
+
+    Attributes:
+      init: ``init(key) -> params``, a named pytree of arrays.
+      initial_carry: ``initial_carry() -> carry``, the unbatched zero state.
+      step: ``step(params, carry, x) -> (carry, y)`` with ``x: (input_size,)``,
+        ``y: (output_size,)``; carry first, as ``jax.lax.scan`` wants, so
+        ``functools.partial(cell.step, params)`` is a scan body.
+      input_size: width of ``x``.
+      output_size: width of ``y``.
+      name: a short label used by diagnostics and the command line.
+      linear_recurrence: optional, for cells whose carry obeys a linear
+        recurrence ``h_t = a_t * h_{t-1} + b_t`` with ``(a_t, b_t)`` depending
+        on ``x_t`` only (LRU, minGRU): ``linear_recurrence(params, xs) ->
+        (a, b, readout)`` enables ``unroll(..., method="associative")``.
+    """
+
+    init: Callable[[jax.Array], Params]
+    initial_carry: Callable[[], Carry]
+    step: Callable[[Params, Carry, jax.Array], tuple[Carry, jax.Array]]
+    input_size: int
+    output_size: int
+    name: str = "cell"
+    linear_recurrence: Callable | None = None
+
+
+class ElmanParams(NamedTuple):
+    """Elman cell parameters: ``w_in (H, I)``, ``w_rec (H, H)``, ``b (H,)``.
+
+    ``b_rec (H,)`` exists only for cells built with ``recurrent_bias=True``
+    (PyTorch keeps two biases for cuDNN; their sum is what matters).
+    """
+
+    w_in: jax.Array
+    w_rec: jax.Array
+    b: jax.Array
+    b_rec: jax.Array | None = None
+
+
+class LSTMParams(NamedTuple):
+    """LSTM parameters in PyTorch's gate order i, f, g, o.
+
+    ``w_in (4H, I)``, ``w_rec (4H, H)``, ``b (4H,)``; ``b_rec (4H,)`` only with
+    ``recurrent_bias=True``.
+    """
+
+    w_in: jax.Array
+    w_rec: jax.Array
+    b: jax.Array
+    b_rec: jax.Array | None = None
+
+
+class LSTMState(NamedTuple):
+    """LSTM carry: hidden state ``h (H,)`` and cell state ``c (H,)``."""
+
+    h: jax.Array
+    c: jax.Array
+
+
+class GRUParams(NamedTuple):
+    """GRU parameters in PyTorch's layout and gate order r, z, n.
+
+    ``w_in (3H, I)``, ``w_rec (3H, H)``, ``b (3H,)`` (PyTorch ``bias_ih``) and
+    ``b_rec (3H,)`` (``bias_hh``). The candidate's hidden bias ``b_rec[2H:]``
+    sits inside the reset gate's product and cannot be folded into ``b``.
+    """
+
+    w_in: jax.Array
+    w_rec: jax.Array
+    b: jax.Array
+    b_rec: jax.Array
+
+
+def _relu_grad(a):
+    return (a > 0).astype(a.dtype)
+
+
+# name -> (phi, phi', sup |phi'|)
+ACTIVATIONS: dict[str, tuple[Callable, Callable, float]] = {
+    "tanh": (jnp.tanh, lambda a: 1.0 - jnp.tanh(a) ** 2, 1.0),
+    "relu": (jax.nn.relu, _relu_grad, 1.0),
+    "linear": (lambda a: a, jnp.ones_like, 1.0),
+}
+
+
+def _check_size(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    return value
+
+
+def _check_dtype(dtype):
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"dtype: expected a floating dtype (float32, float64, ...), got {dtype}")
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "dtype: float64 needs 64-bit mode; call jax.config.update('jax_enable_x64', True) first"
+        )
+    return dtype
+
+
+def _matvec(w, x):
+    return w @ x
+
+
+def elman(
+    input_size: int,
+    hidden_size: int,
+    *,
+    activation: str = "tanh",
+    in_init: inits.Initializer | None = None,
+    rec_init: inits.Initializer | None = None,
+    bias_init: inits.Initializer | None = None,
+    recurrent_bias: bool = False,
+    dtype=jnp.float32,
+    name: str | None = None,
+) -> Cell:
+    """Elman (vanilla) RNN: ``h' = phi(W_in x + W_rec h + b)``, ``y = h'``.
+
+    Args:
+      input_size: I, width of each input vector.
+      hidden_size: H, width of the state.
+      activation: ``"tanh"``, ``"relu"`` or ``"linear"`` (phi).
+      in_init: initialiser of ``w_in (H, I)``; default LeCun normal.
+      rec_init: initialiser of ``w_rec (H, H)``; default orthogonal (gain 1).
+      bias_init: initialiser of ``b (H,)``; default zeros.
+      recurrent_bias: also create ``b_rec`` (PyTorch's second bias).
+      dtype: parameter and state dtype.
+      name: label; defaults to ``"elman-<activation>"``.
+
+    Returns:
+      A ``Cell`` with ``ElmanParams`` and carry ``h: (H,)``.
+
+    References:
+      Elman, "Finding structure in time", Cognitive Science 1990.
+    """
+    input_size = _check_size("input_size", input_size)
+    hidden_size = _check_size("hidden_size", hidden_size)
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    dtype = _check_dtype(dtype)
+    phi = ACTIVATIONS[activation][0]
+    in_init = inits.lecun_normal() if in_init is None else in_init
+    rec_init = inits.orthogonal() if rec_init is None else rec_init
+    bias_init = inits.zeros() if bias_init is None else bias_init
+
+    def init(key):
+        k_in, k_rec, k_b = jax.random.split(key, 3)
+        return ElmanParams(
+            w_in=in_init(k_in, (hidden_size, input_size), dtype),
+            w_rec=rec_init(k_rec, (hidden_size, hidden_size), dtype),
+            b=bias_init(k_b, (hidden_size,), dtype),
+            b_rec=jnp.zeros((hidden_size,), dtype) if recurrent_bias else None,
+        )
+
+    def initial_carry():
+        return jnp.zeros((hidden_size,), dtype)
+
+    def step(params, h, x):
+        a = _matvec(params.w_in, x) + _matvec(params.w_rec, h) + params.b
+        if params.b_rec is not None:
+            a = a + params.b_rec
+        h = phi(a)
+        return h, h
+
+    return Cell(init, initial_carry, step, input_size, hidden_size, name or f"elman-{activation}")
+
+
+def irnn(
+    input_size: int,
+    hidden_size: int,
+    *,
+    gain: float = 1.0,
+    input_scale: float = 0.001,
+    dtype=jnp.float32,
+) -> Cell:
+    """IRNN: ReLU Elman cell with ``W_rec = gain * I``, zero bias, small input weights.
+
+    Args:
+      input_size: I.
+      hidden_size: H.
+      gain: scale of the identity recurrent matrix.
+      input_scale: standard deviation of the Gaussian input weights (the
+        paper used 0.001).
+      dtype: parameter and state dtype.
+
+    References:
+      Le, Jaitly & Hinton, "A simple way to initialize recurrent networks of
+      rectified linear units", arXiv:1504.00941, 2015.
+    """
+    return elman(
+        input_size,
+        hidden_size,
+        activation="relu",
+        in_init=inits.normal(input_scale),
+        rec_init=inits.identity(gain),
+        dtype=dtype,
+        name="irnn",
+    )
+
+
+def lstm(
+    input_size: int,
+    hidden_size: int,
+    *,
+    forget_bias: float = 1.0,
+    in_init: inits.Initializer | None = None,
+    rec_init: inits.Initializer | None = None,
+    bias_init: inits.Initializer | None = None,
+    recurrent_bias: bool = False,
+    dtype=jnp.float32,
+) -> Cell:
+    """Long short-term memory cell (PyTorch's equations and gate order i, f, g, o).
+
+    ``i, f, o = sigmoid(.)``, ``g = tanh(.)`` of ``W_in x + W_rec h + b``;
+    ``c' = f * c + i * g``; ``h' = o * tanh(c')``; ``y = h'``.
+
+    Args:
+      input_size: I.
+      hidden_size: H.
+      forget_bias: added to the forget-gate bias at initialisation (1.0
+        following Jozefowicz et al. 2015; with 0 the gate starts at 0.5).
+      in_init: initialiser applied to each gate's ``(H, I)`` input block;
+        default LeCun normal.
+      rec_init: initialiser applied to each gate's ``(H, H)`` recurrent block;
+        default orthogonal.
+      bias_init: initialiser of the whole ``(4H,)`` bias, e.g.
+        ``initializers.chrono(t_max)``; default zeros. ``forget_bias`` is added.
+      recurrent_bias: also create ``b_rec`` (PyTorch's second bias).
+      dtype: parameter and state dtype.
+
+    Returns:
+      A ``Cell`` with ``LSTMParams`` and carry ``LSTMState(h, c)``.
+
+    References:
+      Hochreiter & Schmidhuber, Neural Computation 1997; Gers et al. 2000.
+    """
+    input_size = _check_size("input_size", input_size)
+    hidden_size = _check_size("hidden_size", hidden_size)
+    dtype = _check_dtype(dtype)
+    in_init = inits.blockwise(inits.lecun_normal() if in_init is None else in_init, 4)
+    rec_init = inits.blockwise(inits.orthogonal() if rec_init is None else rec_init, 4)
+    bias_init = inits.zeros() if bias_init is None else bias_init
+    h_ = hidden_size
+
+    def init(key):
+        k_in, k_rec, k_b = jax.random.split(key, 3)
+        b = bias_init(k_b, (4 * h_,), dtype)
+        b = b.at[h_ : 2 * h_].add(jnp.asarray(forget_bias, dtype))
+        return LSTMParams(
+            w_in=in_init(k_in, (4 * h_, input_size), dtype),
+            w_rec=rec_init(k_rec, (4 * h_, h_), dtype),
+            b=b,
+            b_rec=jnp.zeros((4 * h_,), dtype) if recurrent_bias else None,
+        )
+
+    def initial_carry():
+        zeros = jnp.zeros((h_,), dtype)
+        return LSTMState(zeros, zeros)
+
+    def step(params, carry, x):
+        z = _matvec(params.w_in, x) + _matvec(params.w_rec, carry.h) + params.b
+        if params.b_rec is not None:
+            z = z + params.b_rec
+        i, f, g, o = jnp.split(z, 4)
+        c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return LSTMState(h, c), h
+
+    return Cell(init, initial_carry, step, input_size, hidden_size, "lstm")
+
+
+def gru(
+    input_size: int,
+    hidden_size: int,
+    *,
+    in_init: inits.Initializer | None = None,
+    rec_init: inits.Initializer | None = None,
+    bias_init: inits.Initializer | None = None,
+    dtype=jnp.float32,
+) -> Cell:
+    """Gated recurrent unit in PyTorch's formulation (gate order r, z, n).
+
+    ``r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)``,
+    ``z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)``,
+    ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``,
+    ``h' = (1 - z) * n + z * h``; ``y = h'``. The reset gate multiplies after
+    the hidden matmul, so PyTorch and Flax linen GRUs load exactly.
+
+    Args:
+      input_size: I.
+      hidden_size: H.
+      in_init: initialiser of each gate's ``(H, I)`` input block; default LeCun normal.
+      rec_init: initialiser of each gate's ``(H, H)`` recurrent block; default orthogonal.
+      bias_init: initialiser of ``b`` and ``b_rec`` (each ``(3H,)``); default zeros.
+      dtype: parameter and state dtype.
+
+    Returns:
+      A ``Cell`` with ``GRUParams`` and carry ``h: (H,)``.
+
+    References:
+      Cho et al., "Learning phrase representations using RNN encoder-decoder", 2014.
+    """
+    input_size = _check_size("input_size", input_size)
+    hidden_size = _check_size("hidden_size", hidden_size)
+    dtype = _check_dtype(dtype)
+    in_init = inits.blockwise(inits.lecun_normal() if in_init is None else in_init, 3)
+    rec_init = inits.blockwise(inits.orthogonal() if rec_init is None else rec_init, 3)
+    bias_init = inits.zeros() if bias_init is None else bias_init
+    h_ = hidden_size
+
+    def init(key):
+        k_in, k_rec, k_b, k_br = jax.random.split(key, 4)
+        return GRUParams(
+            w_in=in_init(k_in, (3 * h_, input_size), dtype),
+            w_rec=rec_init(k_rec, (3 * h_, h_), dtype),
+            b=bias_init(k_b, (3 * h_,), dtype),
+            b_rec=bias_init(k_br, (3 * h_,), dtype),
+        )
+
+    def initial_carry():
+        return jnp.zeros((h_,), dtype)
+
+    def step(params, h, x):
+        gi = _matvec(params.w_in, x) + params.b
+        gh = _matvec(params.w_rec, h) + params.b_rec
+        i_r, i_z, i_n = jnp.split(gi, 3)
+        h_r, h_z, h_n = jnp.split(gh, 3)
+        r = jax.nn.sigmoid(i_r + h_r)
+        z = jax.nn.sigmoid(i_z + h_z)
+        n = jnp.tanh(i_n + r * h_n)
+        h = (1.0 - z) * n + z * h
+        return h, h
+
+    return Cell(init, initial_carry, step, input_size, hidden_size, "gru")
+
+
+def torch_init(cell_factory: Callable[..., Cell], input_size: int, hidden_size: int, **kwargs) -> Cell:
+    """Build a cell with PyTorch's default initialisation (every tensor U(+-1/sqrt(H))).
+
+    Example: ``torch_init(rnnjax.lstm, 3, 64, forget_bias=0.0)`` (PyTorch adds
+    no forget bias, so pass ``forget_bias=0.0`` for an exact match in distribution).
+    """
+    u = inits.torch_uniform(hidden_size)
+    return cell_factory(input_size, hidden_size, in_init=u, rec_init=u, bias_init=u, **kwargs)
+

@@ -1,0 +1,234 @@
+"""Composition: stacked cells, sequence layers (bidirectional, deep with dropout), linear readout."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnnjax import _validate as v
+from rnnjax import initializers as inits
+from rnnjax._cells import Cell, _check_dtype, _check_size
+from rnnjax._unroll import unroll
+
+
+def stack(*cells: Cell) -> Cell:
+    """A deep RNN as one ``Cell``: layer ``k`` reads the output of layer ``k - 1`` at the same step.
+
+    Params and carry are tuples with one entry per layer; the output is the
+    last layer's output. For dropout between layers or bidirectional layers
+    use ``sequential`` of ``layer``/``bidirectional``.
+
+    Args:
+      *cells: one or more cells; ``cells[k].output_size`` must equal
+        ``cells[k + 1].input_size``.
+
+    Returns:
+      A ``Cell`` with ``input_size = cells[0].input_size`` and
+      ``output_size = cells[-1].output_size``.
+    """
+    if not cells:
+        raise ValueError("cells: expected at least one Cell")
+    for k, c in enumerate(cells):
+        if not isinstance(c, Cell):
+            raise TypeError(f"cells[{k}]: expected an rnnjax.Cell, got {type(c).__name__}")
+    for k in range(len(cells) - 1):
+        if cells[k].output_size != cells[k + 1].input_size:
+            raise ValueError(
+                f"cells[{k + 1}]: expected input_size {cells[k].output_size} (the output of cells[{k}]), "
+                f"got {cells[k + 1].input_size}"
+            )
+
+    def init(key):
+        keys = jax.random.split(key, len(cells))
+        return tuple(c.init(k) for c, k in zip(cells, keys))
+
+    def initial_carry():
+        return tuple(c.initial_carry() for c in cells)
+
+    def step(params, carry, x):
+        new = []
+        for c, p, h in zip(cells, params, carry):
+            h, x = c.step(p, h, x)
+            new.append(h)
+        return tuple(new), x
+
+    name = "stack(" + ",".join(c.name for c in cells) + ")"
+    return Cell(init, initial_carry, step, cells[0].input_size, cells[-1].output_size, name)
+
+
+class Layer(NamedTuple):
+    """A sequence layer: maps a whole sequence to a sequence.
+
+    Attributes:
+      init: ``init(key) -> params``.
+      initial_carry: ``initial_carry() -> carry`` (unbatched).
+      apply: ``apply(params, xs, carry=None, *, length=None, key=None) ->
+        (final_carry, ys)`` with ``xs: (time, input_size)``,
+        ``ys: (time, output_size)``; ``key`` enables dropout (None: no dropout).
+      input_size, output_size: widths.
+    """
+
+    init: Callable[[jax.Array], Any]
+    initial_carry: Callable[[], Any]
+    apply: Callable[..., tuple[Any, jax.Array]]
+    input_size: int
+    output_size: int
+
+
+def layer(cell: Cell, *, reverse: bool = False, **unroll_options) -> Layer:
+    """A ``Layer`` that unrolls ``cell`` (backwards over the valid prefix if ``reverse``)."""
+    v.check_cell(cell)
+
+    def apply(params, xs, carry=None, *, length=None, key=None):
+        del key
+        return unroll(cell, params, xs, carry, length=length, reverse=reverse, **unroll_options)
+
+    return Layer(cell.init, cell.initial_carry, apply, cell.input_size, cell.output_size)
+
+
+class BidirectionalParams(NamedTuple):
+    forward: Any
+    backward: Any
+
+
+def bidirectional(forward: Cell, backward: Cell | None = None, **unroll_options) -> Layer:
+    """Forward and backward passes over one sequence, outputs concatenated.
+
+    The backward pass runs over the valid prefix ``xs[length-1], ..., xs[0]``
+    and writes each output at its own time index, so ``ys[t] =
+    concat(forward_y[t], backward_y[t])`` for ``t < length`` and zero after.
+
+    Args:
+      forward: cell of the forward direction.
+      backward: cell of the backward direction (default: the same
+        architecture as ``forward``, with its own parameters).
+      **unroll_options: ``unroll``, ``remat`` ... passed to ``rnnjax.unroll``.
+
+    Returns:
+      A ``Layer`` with params ``BidirectionalParams(forward, backward)``, carry
+      ``(forward_carry, backward_carry)`` and ``output_size`` the sum of both.
+    """
+    backward = forward if backward is None else backward
+    v.check_cell(forward)
+    v.check_cell(backward)
+    if forward.input_size != backward.input_size:
+        raise ValueError(
+            f"backward: expected input_size {forward.input_size} (as forward), got {backward.input_size}"
+        )
+
+    def init(key):
+        k_f, k_b = jax.random.split(key)
+        return BidirectionalParams(forward.init(k_f), backward.init(k_b))
+
+    def initial_carry():
+        return (forward.initial_carry(), backward.initial_carry())
+
+    def apply(params, xs, carry=None, *, length=None, key=None):
+        del key
+        c_f, c_b = (None, None) if carry is None else carry
+        c_f, y_f = unroll(forward, params.forward, xs, c_f, length=length, **unroll_options)
+        c_b, y_b = unroll(backward, params.backward, xs, c_b, length=length, reverse=True, **unroll_options)
+        return (c_f, c_b), jnp.concatenate([y_f, y_b], axis=-1)
+
+    return Layer(init, initial_carry, apply, forward.input_size, forward.output_size + backward.output_size)
+
+
+def _as_layer(item, k) -> Layer:
+    if isinstance(item, Layer):
+        return item
+    if isinstance(item, Cell):
+        return layer(item)
+    raise TypeError(f"layers[{k}]: expected an rnnjax.Cell or rnnjax.Layer, got {type(item).__name__}")
+
+
+def sequential(*layers: Cell | Layer, dropout: float = 0.0) -> Layer:
+    """Layers applied one after another over whole sequences, with dropout between them.
+
+    Dropout (rate ``dropout``, inverted scaling, an independent mask per step
+    and unit, as PyTorch's ``nn.LSTM(dropout=...)``) acts on the outputs of
+    every layer but the last, and only when ``apply`` gets a ``key``.
+
+    Args:
+      *layers: ``Cell``s (unrolled forwards) or ``Layer``s such as ``bidirectional(...)``.
+      dropout: drop probability in ``[0, 1)``.
+
+    Returns:
+      A ``Layer``; params and carry are tuples with one entry per layer.
+    """
+    if not layers:
+        raise ValueError("layers: expected at least one Cell or Layer")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout}")
+    ls = tuple(_as_layer(item, k) for k, item in enumerate(layers))
+    for k in range(len(ls) - 1):
+        if ls[k].output_size != ls[k + 1].input_size:
+            raise ValueError(
+                f"layers[{k + 1}]: expected input_size {ls[k].output_size} (the output of layers[{k}]), "
+                f"got {ls[k + 1].input_size}"
+            )
+
+    def init(key):
+        keys = jax.random.split(key, len(ls))
+        return tuple(lay.init(k) for lay, k in zip(ls, keys))
+
+    def initial_carry():
+        return tuple(lay.initial_carry() for lay in ls)
+
+    def apply(params, xs, carry=None, *, length=None, key=None):
+        carry = (None,) * len(ls) if carry is None else carry
+        keys = [(None, None)] * len(ls) if key is None else jax.random.split(key, (len(ls), 2))
+        finals = []
+        for k, (lay, p, c) in enumerate(zip(ls, params, carry)):
+            c, xs = lay.apply(p, xs, c, length=length, key=keys[k][0])
+            finals.append(c)
+            if dropout > 0.0 and key is not None and k < len(ls) - 1:
+                keep = jax.random.bernoulli(keys[k][1], 1.0 - dropout, xs.shape)
+                xs = jnp.where(keep, xs / (1.0 - dropout), jnp.zeros_like(xs))
+        return tuple(finals), xs
+
+    return Layer(init, initial_carry, apply, ls[0].input_size, ls[-1].output_size)
+
+
+class LinearParams(NamedTuple):
+    """Affine map parameters: ``w (out, in)``, ``b (out,)``."""
+
+    w: jax.Array
+    b: jax.Array
+
+
+class Linear(NamedTuple):
+    """A linear readout ``y = w @ x + b`` as an (init, apply) pair; ``apply`` accepts ``x: (..., in)``."""
+
+    init: Callable[[jax.Array], LinearParams]
+    apply: Callable[[LinearParams, jax.Array], jax.Array]
+    input_size: int
+    output_size: int
+
+
+def linear(
+    input_size: int,
+    output_size: int,
+    *,
+    w_init: inits.Initializer | None = None,
+    b_init: inits.Initializer | None = None,
+    dtype=jnp.float32,
+) -> Linear:
+    """A linear readout ``y = W x + b`` (default init: LeCun normal ``W``, zero ``b``)."""
+    input_size = _check_size("input_size", input_size)
+    output_size = _check_size("output_size", output_size)
+    dtype = _check_dtype(dtype)
+    w_init = inits.lecun_normal() if w_init is None else w_init
+    b_init = inits.zeros() if b_init is None else b_init
+
+    def init(key):
+        k_w, k_b = jax.random.split(key)
+        return LinearParams(w_init(k_w, (output_size, input_size), dtype), b_init(k_b, (output_size,), dtype))
+
+    def apply(params, x):
+        if x.shape[-1] != input_size:
+            raise ValueError(f"x: expected last axis {input_size}, got shape {tuple(x.shape)}")
+        return x @ params.w.T + params.b
+
+    return Linear(init, apply, input_size, output_size)

@@ -1,0 +1,170 @@
+"""Unrolling a cell over time with ``jax.lax.scan``; autodiff of it is BPTT."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnjax._cells import Cell
+from rnnjax import _validate as v
+
+METHODS = ("scan", "associative", "deer")
+
+
+def unroll(
+    cell: Cell,
+    params: Any,
+    xs: jax.Array,
+    carry: Any = None,
+    *,
+    length: int | jax.Array | None = None,
+    reverse: bool = False,
+    unroll: int = 1,
+    remat: bool = False,
+    method: str = "scan",
+    **method_options,
+) -> tuple[Any, Any]:
+    """Run ``cell`` over one sequence; differentiate it for BPTT.
+
+    ``ys[t] = y_t`` where ``(c_{t+1}, y_t) = cell.step(params, c_t, xs[t])``.
+
+    Args:
+      cell: a ``Cell``.
+      params: the cell's parameters (``cell.init(key)``).
+      xs: ``(time, input_size)``, one sequence. Batch with
+        ``jax.vmap(lambda x: rnnjax.unroll(cell, params, x))(xs)`` or
+        ``rnnjax.unroll_batch``.
+      carry: initial carry (unbatched); default ``cell.initial_carry()``.
+      length: number of valid steps (Python int or integer scalar, traced or
+        not). Steps ``t >= length`` leave the carry unchanged and output zeros;
+        the final carry is the carry after step ``length - 1``; ``length=0``
+        returns the initial carry. A concrete value outside ``[0, time]``
+        raises; a traced one is clipped to that range.
+      reverse: run over the valid prefix backwards (``xs[length-1], ...,
+        xs[0]``), writing each output at its own time index so that forward
+        and backward outputs line up (bidirectional layers).
+      unroll: steps per scan iteration (``jax.lax.scan``'s ``unroll``).
+      remat: rematerialise each step in the backward pass
+        (``jax.checkpoint``): same values and gradients, memory O(time * carry)
+        instead of O(time * intermediates).
+      method: ``"scan"`` (sequential), ``"associative"`` (parallel prefix
+        scan, cells with a ``linear_recurrence`` only) or ``"deer"`` (Newton
+        iterations over the whole sequence, any cell).
+      **method_options: options of the chosen method.
+
+    Returns:
+      ``(final_carry, ys)`` with ``ys: (time, output_size)``.
+    """
+    v.check_cell(cell)
+    v.check_params(cell, params)
+    xs = v.check_xs(cell, xs)
+    time = xs.shape[0]
+    carry = cell.initial_carry() if carry is None else v.check_carry(cell, carry)
+    length = v.check_length(length, time)
+    if not isinstance(unroll, int) or isinstance(unroll, bool) or unroll < 1:
+        raise ValueError(f"unroll: expected a positive integer (steps per scan iteration), got {unroll!r}")
+    if method == "scan":
+        if method_options:
+            raise TypeError(f"method_options: method 'scan' takes none, got {sorted(method_options)}")
+        return _scan_unroll(cell, params, xs, carry, length, reverse, unroll, remat)
+    if method == "associative":
+        from rnnjax._parallel import associative_unroll
+
+        return associative_unroll(cell, params, xs, carry, length=length, reverse=reverse, **method_options)
+    if method == "deer":
+        from rnnjax._deer import deer_unroll
+
+        return deer_unroll(cell, params, xs, carry, length=length, reverse=reverse, **method_options)
+    raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+
+
+def unroll_batch(
+    cell: Cell,
+    params: Any,
+    xs: jax.Array,
+    carry: Any = None,
+    *,
+    lengths: jax.Array | None = None,
+    **kwargs,
+) -> tuple[Any, Any]:
+    """``unroll`` over a batch: ``jax.vmap`` with shape and length checks.
+
+    Args:
+      cell, params: as in ``unroll`` (shared by the batch).
+      xs: ``(batch, time, input_size)``.
+      carry: batched initial carry (leading axis ``batch``) or None.
+      lengths: ``(batch,)`` valid steps per sequence, or None.
+      **kwargs: ``reverse``, ``unroll``, ``remat``, ``method``... of ``unroll``.
+
+    Returns:
+      ``(final_carry, ys)`` with a leading batch axis: ``ys: (batch, time, output_size)``.
+    """
+    v.check_cell(cell)
+    xs = jnp.asarray(xs) if not isinstance(xs, jax.Array) else xs
+    if xs.ndim != 3 or xs.shape[-1] != cell.input_size:
+        raise ValueError(
+            f"xs: expected shape (batch, time, {cell.input_size}) for {cell.name}, got {tuple(xs.shape)}"
+        )
+    batch, time = xs.shape[:2]
+    if lengths is not None:
+        lengths = jnp.asarray(lengths)
+        if lengths.shape != (batch,) or not jnp.issubdtype(lengths.dtype, jnp.integer):
+            raise ValueError(
+                f"lengths: expected integers of shape ({batch},), got {lengths.dtype} {tuple(lengths.shape)}"
+            )
+        if not isinstance(lengths, jax.core.Tracer):
+            bad = np.asarray(lengths)
+            if bad.min() < 0 or bad.max() > time:
+                raise ValueError(f"lengths: expected values in [0, {time}], got min {bad.min()} max {bad.max()}")
+    if carry is not None:
+        for leaf in jax.tree.leaves(carry):
+            if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != batch:
+                raise ValueError(
+                    f"carry: expected a batched carry with leading axis {batch}, got a leaf of shape {jnp.shape(leaf)}"
+                )
+    run = functools.partial(unroll, cell, params, **kwargs)
+    if lengths is None:
+        if carry is None:
+            return jax.vmap(lambda x: run(x))(xs)
+        return jax.vmap(lambda x, c: run(x, c))(xs, carry)
+    if carry is None:
+        return jax.vmap(lambda x, n: run(x, length=n))(xs, lengths)
+    return jax.vmap(lambda x, c, n: run(x, c, length=n))(xs, carry, lengths)
+
+
+def _scan_unroll(cell, params, xs, carry, length, reverse, unroll, remat):
+    step = jax.checkpoint(cell.step) if remat else cell.step
+    body = functools.partial(step, params)
+    time = xs.shape[0]
+    if length is None or (isinstance(length, int) and length == time):
+        return jax.lax.scan(body, carry, xs, reverse=reverse, unroll=unroll)
+    if isinstance(length, int):
+        # Static length: scan the valid prefix only, pad the outputs with zeros.
+        carry, ys = jax.lax.scan(body, carry, xs[:length], reverse=reverse, unroll=unroll)
+        ys = jax.tree.map(lambda y: jnp.concatenate([y, jnp.zeros((time - length,) + y.shape[1:], y.dtype)]), ys)
+        return carry, ys
+    # Traced length: mask steps t >= length.
+    length = jnp.clip(length, 0, time)
+    t = jnp.arange(time)
+    perm = jnp.where(t < length, length - 1 - t, t) if reverse else None
+    if reverse:
+        xs = xs[perm]
+
+    def masked(c, inp):
+        x, ti = inp
+        valid = ti < length
+        x = jnp.where(valid, x, jnp.zeros_like(x))
+        c_new, y = body(c, x)
+        c_new = jax.tree.map(lambda a, b: jnp.where(valid, a, b), c_new, c)
+        y = jax.tree.map(lambda a: jnp.where(valid, a, jnp.zeros_like(a)), y)
+        return c_new, y
+
+    carry, ys = jax.lax.scan(masked, carry, (xs, t), unroll=unroll)
+    if reverse:
+        ys = jax.tree.map(lambda y: y[perm], ys)
+    return carry, ys
+
