@@ -30,6 +30,7 @@ from rnnjax._layers import (
     sequential,
     stack,
 )
+from rnnjax._registry import CELLS, make_cell
 from rnnjax._unroll import unroll, unroll_batch
 
 __version__ = "0.1.0"
@@ -37,6 +38,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS",
     "BidirectionalParams",
+    "CELLS",
     "Cell",
     "ElmanParams",
     "GRUParams",
@@ -54,6 +56,7 @@ __all__ = [
     "layer",
     "linear",
     "lstm",
+    "make_cell",
     "sequential",
     "stack",
     "torch_init",

@@ -64,6 +64,11 @@ def unroll(
     xs = v.check_xs(cell, xs)
     time = xs.shape[0]
     carry = cell.initial_carry() if carry is None else v.check_carry(cell, carry)
+    # Compute in the promoted dtype of inputs, params and carry (float64 inputs
+    # with float32 params run in float64 instead of failing on a carry mismatch).
+    dtype = jnp.result_type(xs.dtype, *jax.tree.leaves(params), *jax.tree.leaves(carry))
+    xs = xs.astype(dtype)
+    carry = jax.tree.map(lambda c: jnp.asarray(c, dtype), carry)
     length = v.check_length(length, time)
     if not isinstance(unroll, int) or isinstance(unroll, bool) or unroll < 1:
         raise ValueError(f"unroll: expected a positive integer (steps per scan iteration), got {unroll!r}")
