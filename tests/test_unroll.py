@@ -1,0 +1,199 @@
+"""rnnjax.unroll against independent truth: a Python loop of ``step``, finite differences."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import rnnjax
+
+I, H, T = 3, 5, 9
+
+CELLS = {
+    "elman-tanh": lambda dt: rnnjax.elman(I, H, activation="tanh", dtype=dt),
+    "elman-relu": lambda dt: rnnjax.elman(I, H, activation="relu", dtype=dt),
+    "elman-linear": lambda dt: rnnjax.elman(I, H, activation="linear", rec_init=rnnjax.initializers.orthogonal(0.9), dtype=dt),
+    "irnn": lambda dt: rnnjax.irnn(I, H, input_scale=0.5, dtype=dt),
+    "lstm": lambda dt: rnnjax.lstm(I, H, dtype=dt),
+    "gru": lambda dt: rnnjax.gru(I, H, bias_init=rnnjax.initializers.normal(0.3), dtype=dt),
+}
+
+
+def _setup(name, dtype=jnp.float64, seed=0):
+    cell = CELLS[name](dtype)
+    k_p, k_x, k_b = jax.random.split(jax.random.key(seed), 3)
+    params = cell.init(k_p)
+    # Nonzero biases everywhere so that no term is trivially absent.
+    params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(k_b, p.shape, p.dtype) if p.ndim == 1 else p, params)
+    xs = jax.random.normal(k_x, (T, I), dtype)
+    return cell, params, xs
+
+
+def _loop(cell, params, xs, carry=None):
+    carry = cell.initial_carry() if carry is None else carry
+    ys = []
+    for t in range(xs.shape[0]):
+        carry, y = cell.step(params, carry, xs[t])
+        ys.append(y)
+    return carry, jnp.stack(ys)
+
+
+def _loop_masked(cell, params, xs, length, reverse):
+    """Independent reference for ``length``/``reverse``: loop over the valid prefix only."""
+    carry = cell.initial_carry()
+    ys = [None] * xs.shape[0]
+    order = range(length - 1, -1, -1) if reverse else range(length)
+    for t in order:
+        carry, ys[t] = cell.step(params, carry, xs[t])
+    zero = jnp.zeros((cell.output_size,), xs.dtype)
+    return carry, jnp.stack([zero if y is None else y for y in ys])
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_unroll_equals_python_loop(name):
+    cell, params, xs = _setup(name)
+    want_c, want_y = _loop(cell, params, xs)
+    got_c, got_y = jax.jit(functools.partial(rnnjax.unroll, cell))(params, xs)
+    chex.assert_trees_all_close(got_y, want_y, atol=1e-12, rtol=1e-12)
+    chex.assert_trees_all_close(got_c, want_c, atol=1e-12, rtol=1e-12)
+    chex.assert_shape(got_y, (T, H))
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_unroll_options_same_values_and_grads(name):
+    cell, params, xs = _setup(name)
+
+    def loss(p, x, **kw):
+        c, ys = rnnjax.unroll(cell, p, x, **kw)
+        return jnp.sum(ys**2) + sum(jnp.sum(leaf) for leaf in jax.tree.leaves(c))
+
+    ref_l, ref_g = jax.value_and_grad(loss)(params, xs)
+    for kw in ({"unroll": 4}, {"remat": True}, {"unroll": 3, "remat": True}):
+        l, g = jax.jit(jax.value_and_grad(functools.partial(loss, **kw)))(params, xs)
+        chex.assert_trees_all_close(l, ref_l, atol=1e-12, rtol=1e-12)
+        chex.assert_trees_all_close(g, ref_g, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+@pytest.mark.parametrize("reverse", [False, True])
+def test_length_semantics_static_and_traced(name, reverse):
+    cell, params, xs = _setup(name)
+    for length in (0, 1, 4, T):
+        want_c, want_y = _loop_masked(cell, params, xs, length, reverse)
+        got_c, got_y = rnnjax.unroll(cell, params, xs, length=length, reverse=reverse)
+        chex.assert_trees_all_close(got_y, want_y, atol=1e-12)
+        chex.assert_trees_all_close(got_c, want_c, atol=1e-12)
+        run = jax.jit(lambda p, x, n: rnnjax.unroll(cell, p, x, length=n, reverse=reverse))
+        got_c, got_y = run(params, xs, jnp.asarray(length))
+        chex.assert_trees_all_close(got_y, want_y, atol=1e-12)
+        chex.assert_trees_all_close(got_c, want_c, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["elman-tanh", "lstm", "gru"])
+def test_vmap_with_a_length_per_sequence(name):
+    cell, params, _ = _setup(name)
+    xs = jax.random.normal(jax.random.key(7), (4, T, I))
+    lengths = jnp.array([0, 3, T, 6])
+    for reverse in (False, True):
+        c, ys = jax.jit(
+            jax.vmap(lambda x, n: rnnjax.unroll(cell, params, x, length=n, reverse=reverse))
+        )(xs, lengths)
+        c2, ys2 = rnnjax.unroll_batch(cell, params, xs, lengths=lengths, reverse=reverse)
+        chex.assert_trees_all_close(ys, ys2, atol=1e-12)
+        for b in range(4):
+            want_c, want_y = _loop_masked(cell, params, xs[b], int(lengths[b]), reverse)
+            chex.assert_trees_all_close(ys[b], want_y, atol=1e-12)
+            chex.assert_trees_all_close(jax.tree.map(lambda a: a[b], c), want_c, atol=1e-12)
+
+
+def test_padding_does_not_leak_into_gradients():
+    """Garbage (even NaN) in padded steps changes neither outputs nor gradients."""
+    cell, params, xs = _setup("lstm")
+    padded = xs.at[5:].set(jnp.nan)
+
+    def loss(p, x, n):
+        _, ys = rnnjax.unroll(cell, p, x, length=n)
+        return jnp.sum(ys**2)
+
+    g_clean = jax.grad(loss)(params, xs[:5], 5)
+    g_pad = jax.jit(jax.grad(loss))(params, padded, jnp.asarray(5))
+    chex.assert_tree_all_finite(g_pad)
+    chex.assert_trees_all_close(g_pad, g_clean, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_gradients_match_finite_differences(name):
+    cell, params, xs = _setup(name)
+    h0 = jax.tree.map(lambda c: c + 0.1, cell.initial_carry())
+
+    def f(p, x, c):
+        carry, ys = rnnjax.unroll(cell, p, x, c)
+        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(carry))
+
+    check_grads(f, (params, xs, h0), order=2, modes=("rev",), atol=1e-5, rtol=1e-5, eps=1e-5)
+
+
+def test_gradients_with_traced_length_match_finite_differences():
+    cell, params, xs = _setup("gru")
+    f = lambda p, x: jnp.sum(rnnjax.unroll(cell, p, x, length=jnp.asarray(6), reverse=True)[1] ** 3)
+    check_grads(f, (params, xs), order=1, modes=("rev",), atol=1e-5, rtol=1e-5)
+
+
+def test_float32_default_and_float64_end_to_end():
+    cell32 = rnnjax.lstm(I, H)
+    p32 = cell32.init(jax.random.key(0))
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(p32))
+    _, ys = rnnjax.unroll(cell32, p32, jnp.ones((T, I), jnp.float32))
+    assert ys.dtype == jnp.float32
+    cell64 = rnnjax.lstm(I, H, dtype=jnp.float64)
+    p64 = cell64.init(jax.random.key(0))
+    g = jax.grad(lambda p: jnp.sum(rnnjax.unroll(cell64, p, jnp.ones((T, I)))[1]))(p64)
+    assert all(leaf.dtype == jnp.float64 for leaf in jax.tree.leaves(g))
+    # float64 inputs with float32 params compute in float64 rather than failing.
+    _, ys = rnnjax.unroll(cell32, p32, jnp.ones((T, I), jnp.float64))
+    assert ys.dtype == jnp.float64
+
+
+def test_no_retracing_for_equal_shapes():
+    cell, params, xs = _setup("lstm")
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def run(p, x):
+        return rnnjax.unroll(cell, p, x)[1]
+
+    for seed in range(4):
+        run(params, xs + seed)
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def grad_fn(p, x):
+        return jax.grad(lambda q: jnp.sum(rnnjax.unroll(cell, q, x)[1]))(p)
+
+    for seed in range(3):
+        grad_fn(params, xs * seed)
+
+
+def test_custom_user_cell():
+    """A cell written by a user from scratch goes through the same machinery."""
+
+    def init(key):
+        return {"a": jax.random.normal(key, (2,))}
+
+    def step(p, c, x):
+        c = p["a"] * c + x
+        return c, 2.0 * c
+
+    cell = rnnjax.Cell(init, lambda: jnp.zeros(2), step, input_size=2, output_size=2, name="leaky")
+    params = {"a": jnp.array([0.5, -0.3])}
+    xs = jnp.arange(10.0).reshape(5, 2)
+    _, ys = rnnjax.unroll(cell, params, xs)
+    want = []
+    c = np.zeros(2)
+    for x in np.asarray(xs):
+        c = np.array([0.5, -0.3]) * c + x
+        want.append(2 * c)
+    np.testing.assert_allclose(ys, np.stack(want), rtol=1e-12)
