@@ -5,7 +5,7 @@ A cell is a ``Cell(init, initial_carry, step)`` of pure functions;
 is backpropagation through time.
 """
 
-from rnnjax import bptt, initializers
+from rnnjax import bptt, gradflow, initializers, interop, tasks
 from rnnjax._cells import (
     ACTIVATIONS,
     Cell,
@@ -30,6 +30,8 @@ from rnnjax._layers import (
     sequential,
     stack,
 )
+from rnnjax._deer import DeerInfo
+from rnnjax._modern import LRUParams, MinGRUParams, MinLSTMParams, lru, lru_eigenvalues, mingru, minlstm
 from rnnjax._registry import CELLS, make_cell
 from rnnjax._unroll import unroll, unroll_batch
 
@@ -42,23 +44,34 @@ __all__ = [
     "Cell",
     "ElmanParams",
     "GRUParams",
+    "DeerInfo",
+    "LRUParams",
     "LSTMParams",
+    "MinGRUParams",
+    "MinLSTMParams",
     "LSTMState",
     "Layer",
     "Linear",
     "LinearParams",
     "bidirectional",
     "bptt",
+    "gradflow",
     "elman",
     "gru",
     "initializers",
+    "interop",
     "irnn",
     "layer",
     "linear",
+    "lru",
+    "lru_eigenvalues",
     "lstm",
+    "mingru",
+    "minlstm",
     "make_cell",
     "sequential",
     "stack",
+    "tasks",
     "torch_init",
     "unroll",
     "unroll_batch",

@@ -31,10 +31,17 @@ class Cell(NamedTuple):
       input_size: width of ``x``.
       output_size: width of ``y``.
       name: a short label used by diagnostics and the command line.
-      linear_recurrence: optional, for cells whose carry obeys a linear
-        recurrence ``h_t = a_t * h_{t-1} + b_t`` with ``(a_t, b_t)`` depending
-        on ``x_t`` only (LRU, minGRU): ``linear_recurrence(params, xs) ->
-        (a, b, readout)`` enables ``unroll(..., method="associative")``.
+      linear_recurrence: optional, for cells whose carry obeys an elementwise
+        linear recurrence ``h_t = a_t * h_{t-1} + b_t`` with ``(a_t, b_t)``
+        depending on ``x_t`` only (LRU, minGRU, minLSTM):
+        ``linear_recurrence(params, xs) -> (a, b, readout)`` with
+        ``xs: (T, input_size)``; ``a`` and ``b`` are pytrees with the carry's
+        structure whose leaves are ``(T,) + carry_leaf.shape`` (real or
+        complex, multiplied elementwise); ``readout(params, hs, xs) -> ys``
+        maps the stacked carries ``hs`` (``hs[t]`` = carry after step t) to
+        ``ys: (T, output_size)``, and must agree with ``step``:
+        ``step(params, h_{t-1}, xs[t]) == (hs[t], ys[t])``. It enables
+        ``unroll(..., method="associative")``.
     """
 
     init: Callable[[jax.Array], Params]
@@ -63,17 +70,20 @@ class LSTMParams(NamedTuple):
     """LSTM parameters in PyTorch's gate order i, f, g, o.
 
     ``w_in (4H, I)``, ``w_rec (4H, H)``, ``b (4H,)``; ``b_rec (4H,)`` only with
-    ``recurrent_bias=True``.
+    ``recurrent_bias=True``. With ``proj_size=P`` (PyTorch's ``proj_size``,
+    Sak et al. 2014), ``w_proj (P, H)`` maps ``o * tanh(c)`` to the hidden
+    state ``h (P,)`` and ``w_rec`` is ``(4H, P)``; otherwise ``w_proj`` is None.
     """
 
     w_in: jax.Array
     w_rec: jax.Array
     b: jax.Array
     b_rec: jax.Array | None = None
+    w_proj: jax.Array | None = None
 
 
 class LSTMState(NamedTuple):
-    """LSTM carry: hidden state ``h (H,)`` and cell state ``c (H,)``."""
+    """LSTM carry: hidden state ``h (H,)`` (``(P,)`` with a projection) and cell state ``c (H,)``."""
 
     h: jax.Array
     c: jax.Array
@@ -231,12 +241,16 @@ def lstm(
     rec_init: inits.Initializer | None = None,
     bias_init: inits.Initializer | None = None,
     recurrent_bias: bool = False,
+    proj_size: int | None = None,
+    proj_init: inits.Initializer | None = None,
     dtype=jnp.float32,
 ) -> Cell:
     """Long short-term memory cell (PyTorch's equations and gate order i, f, g, o).
 
     ``i, f, o = sigmoid(.)``, ``g = tanh(.)`` of ``W_in x + W_rec h + b``;
-    ``c' = f * c + i * g``; ``h' = o * tanh(c')``; ``y = h'``.
+    ``c' = f * c + i * g``; ``h' = o * tanh(c')``; ``y = h'``. With
+    ``proj_size=P``: ``h' = W_proj (o * tanh(c'))`` of width P (PyTorch's
+    ``nn.LSTM(proj_size=P)``).
 
     Args:
       input_size: I.
@@ -250,36 +264,49 @@ def lstm(
       bias_init: initialiser of the whole ``(4H,)`` bias, e.g.
         ``initializers.chrono(t_max)``; default zeros. ``forget_bias`` is added.
       recurrent_bias: also create ``b_rec`` (PyTorch's second bias).
+      proj_size: P, width of a linear projection of the hidden state
+        (``None``: no projection); must be smaller than ``hidden_size``, as in
+        PyTorch.
+      proj_init: initialiser of ``w_proj (P, H)``; default LeCun normal.
       dtype: parameter and state dtype.
 
     Returns:
-      A ``Cell`` with ``LSTMParams`` and carry ``LSTMState(h, c)``.
+      A ``Cell`` with ``LSTMParams`` and carry ``LSTMState(h, c)``;
+      ``output_size`` is P with a projection, H otherwise.
 
     References:
-      Hochreiter & Schmidhuber, Neural Computation 1997; Gers et al. 2000.
+      Hochreiter & Schmidhuber, Neural Computation 1997; Gers et al. 2000;
+      Sak, Senior & Beaufays, "Long short-term memory recurrent neural network
+      architectures for large scale acoustic modeling", Interspeech 2014 (projection).
     """
     input_size = _check_size("input_size", input_size)
     hidden_size = _check_size("hidden_size", hidden_size)
+    if proj_size is not None:
+        proj_size = _check_size("proj_size", proj_size)
+        if proj_size >= hidden_size:
+            raise ValueError(f"proj_size: expected a value smaller than hidden_size={hidden_size}, got {proj_size}")
     dtype = _check_dtype(dtype)
     in_init = inits.blockwise(inits.lecun_normal() if in_init is None else in_init, 4)
     rec_init = inits.blockwise(inits.orthogonal() if rec_init is None else rec_init, 4)
     bias_init = inits.zeros() if bias_init is None else bias_init
+    proj_init = inits.lecun_normal() if proj_init is None else proj_init
     h_ = hidden_size
+    p_ = hidden_size if proj_size is None else proj_size
 
     def init(key):
-        k_in, k_rec, k_b = jax.random.split(key, 3)
+        k_in, k_rec, k_b = jax.random.split(key, 3)  # as without projection: same draws
         b = bias_init(k_b, (4 * h_,), dtype)
         b = b.at[h_ : 2 * h_].add(jnp.asarray(forget_bias, dtype))
         return LSTMParams(
             w_in=in_init(k_in, (4 * h_, input_size), dtype),
-            w_rec=rec_init(k_rec, (4 * h_, h_), dtype),
+            w_rec=rec_init(k_rec, (4 * h_, p_), dtype),
             b=b,
             b_rec=jnp.zeros((4 * h_,), dtype) if recurrent_bias else None,
+            w_proj=None if proj_size is None else proj_init(jax.random.fold_in(key, 4), (p_, h_), dtype),
         )
 
     def initial_carry():
-        zeros = jnp.zeros((h_,), dtype)
-        return LSTMState(zeros, zeros)
+        return LSTMState(jnp.zeros((p_,), dtype), jnp.zeros((h_,), dtype))
 
     def step(params, carry, x):
         z = _matvec(params.w_in, x) + _matvec(params.w_rec, carry.h) + params.b
@@ -288,9 +315,11 @@ def lstm(
         i, f, g, o = jnp.split(z, 4)
         c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        if params.w_proj is not None:
+            h = _matvec(params.w_proj, h)
         return LSTMState(h, c), h
 
-    return Cell(init, initial_carry, step, input_size, hidden_size, "lstm")
+    return Cell(init, initial_carry, step, input_size, p_, "lstm")
 
 
 def gru(

@@ -9,10 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnjax import _fastgrad
 from rnnjax._cells import Cell
 from rnnjax import _validate as v
 
 METHODS = ("scan", "associative", "deer")
+BACKWARDS = ("fast", "autodiff")
 
 
 def unroll(
@@ -26,6 +28,7 @@ def unroll(
     unroll: int = 1,
     remat: bool = False,
     method: str = "scan",
+    backward: str = "fast",
     **method_options,
 ) -> tuple[Any, Any]:
     """Run ``cell`` over one sequence; differentiate it for BPTT.
@@ -54,6 +57,12 @@ def unroll(
       method: ``"scan"`` (sequential), ``"associative"`` (parallel prefix
         scan, cells with a ``linear_recurrence`` only) or ``"deer"`` (Newton
         iterations over the whole sequence, any cell).
+      backward: reverse mode of ``method="scan"`` without ``remat``:
+        ``"fast"`` (default) takes every weight gradient after the backward
+        loop as one matmul over all steps (``rnnjax._fastgrad``; derived
+        automatically for any cell, same numbers up to float summation
+        order); ``"autodiff"`` is plain ``jax.grad`` of ``jax.lax.scan``, the
+        reference the fast path is tested against.
       **method_options: options of the chosen method.
 
     Returns:
@@ -67,15 +76,19 @@ def unroll(
     # Compute in the promoted dtype of inputs, params and carry (float64 inputs
     # with float32 params run in float64 instead of failing on a carry mismatch).
     dtype = jnp.result_type(xs.dtype, *jax.tree.leaves(params), *jax.tree.leaves(carry))
+    # A complex carry (LRU) keeps complex leaves; inputs stay real.
+    dtype = jnp.finfo(dtype).dtype
     xs = xs.astype(dtype)
-    carry = jax.tree.map(lambda c: jnp.asarray(c, dtype), carry)
+    carry = jax.tree.map(lambda c: jnp.asarray(c, jnp.result_type(c, dtype)), carry)
     length = v.check_length(length, time)
     if not isinstance(unroll, int) or isinstance(unroll, bool) or unroll < 1:
         raise ValueError(f"unroll: expected a positive integer (steps per scan iteration), got {unroll!r}")
     if method == "scan":
         if method_options:
             raise TypeError(f"method_options: method 'scan' takes none, got {sorted(method_options)}")
-        return _scan_unroll(cell, params, xs, carry, length, reverse, unroll, remat)
+        if backward not in BACKWARDS:
+            raise ValueError(f"backward: expected one of {BACKWARDS}, got {backward!r}")
+        return _scan_unroll(cell, params, xs, carry, length, reverse, unroll, remat, backward)
     if method == "associative":
         from rnnjax._parallel import associative_unroll
 
@@ -141,15 +154,25 @@ def unroll_batch(
     return jax.vmap(lambda x, c, n: run(x, c, length=n))(xs, carry, lengths)
 
 
-def _scan_unroll(cell, params, xs, carry, length, reverse, unroll, remat):
+def _scan_unroll(cell, params, xs, carry, length, reverse, unroll, remat, backward="fast"):
     step = jax.checkpoint(cell.step) if remat else cell.step
-    body = functools.partial(step, params)
+    fast = backward == "fast" and not remat
+
+    def scan(fn, carry, xs, aux=None, reverse=False):
+        # ``fn(params, carry, x, aux) -> (carry, y)``; params stay explicit for the fast backward.
+        if fast:
+            return _fastgrad.scan(fn, params, carry, xs, aux, reverse=reverse, unroll=unroll)
+        return jax.lax.scan(lambda c, x: fn(params, c, x, aux), carry, xs, reverse=reverse, unroll=unroll)
+
+    def body(p, c, x, _):
+        return step(p, c, x)
+
     time = xs.shape[0]
     if length is None or (isinstance(length, int) and length == time):
-        return jax.lax.scan(body, carry, xs, reverse=reverse, unroll=unroll)
+        return scan(body, carry, xs, reverse=reverse)
     if isinstance(length, int):
         # Static length: scan the valid prefix only, pad the outputs with zeros.
-        carry, ys = jax.lax.scan(body, carry, xs[:length], reverse=reverse, unroll=unroll)
+        carry, ys = scan(body, carry, xs[:length], reverse=reverse)
         ys = jax.tree.map(lambda y: jnp.concatenate([y, jnp.zeros((time - length,) + y.shape[1:], y.dtype)]), ys)
         return carry, ys
     # Traced length: mask steps t >= length.
@@ -159,17 +182,16 @@ def _scan_unroll(cell, params, xs, carry, length, reverse, unroll, remat):
     if reverse:
         xs = xs[perm]
 
-    def masked(c, inp):
+    def masked(p, c, inp, n):
         x, ti = inp
-        valid = ti < length
+        valid = ti < n
         x = jnp.where(valid, x, jnp.zeros_like(x))
-        c_new, y = body(c, x)
+        c_new, y = step(p, c, x)
         c_new = jax.tree.map(lambda a, b: jnp.where(valid, a, b), c_new, c)
         y = jax.tree.map(lambda a: jnp.where(valid, a, jnp.zeros_like(a)), y)
         return c_new, y
 
-    carry, ys = jax.lax.scan(masked, carry, (xs, t), unroll=unroll)
+    carry, ys = scan(masked, carry, (xs, t), length)
     if reverse:
         ys = jax.tree.map(lambda y: y[perm], ys)
     return carry, ys
-

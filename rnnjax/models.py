@@ -1,0 +1,585 @@
+"""Sequence models for the four input/output patterns, as pure functions around a ``Cell``.
+
+A ``Model`` is a NamedTuple of pure functions (``init``, ``apply``, ``loss``,
+``evaluate``, ``initial_carry``); its parameters are a named pytree. Every
+function takes a whole batch (leading axis B) and masks padded steps with the
+batch's ``input_lengths`` / ``target_lengths``:
+
+- ``many_to_one``: ``inputs (B, T, I) -> (B, O)``, a readout of the last valid output.
+- ``many_to_many``: ``inputs (B, T, I) -> (B, T, O)``, a readout at every step.
+- ``one_to_many``: ``inputs (B, V) -> (B, T, O)``, a sequence generated from one vector
+  (the vector sets the initial state through a linear map and/or is fed at each step).
+- ``seq2seq``: ``inputs (B, T_in, I) -> (B, T_out, O)``, an encoder whose final state
+  starts a decoder; teacher forcing for training, greedy decoding for evaluation.
+
+Losses are ``"mse"`` (float targets, mean over valid steps and output units) or
+``"xent"`` (integer class targets, mean cross-entropy over valid steps).
+
+Truncated BPTT: ``tbptt=K`` runs the recurrence in chunks of K steps and stops
+the gradient of the carry at every chunk boundary (the forward values are
+unchanged). With a carry passed to ``loss`` (streaming tasks) the state also
+continues across batches, its gradient stopped at the batch boundary.
+
+References:
+  Williams & Peng, "An efficient gradient-based algorithm for on-line training of
+  recurrent network trajectories", Neural Computation 1990 (truncated BPTT).
+  Sutskever, Vinyals & Le, "Sequence to sequence learning with neural networks", NeurIPS 2014.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from rnnjax import _validate as v
+from rnnjax._cells import Cell
+from rnnjax._layers import LinearParams, linear
+from rnnjax._unroll import unroll_batch
+from rnnjax.tasks._base import Batch
+
+LOSSES = ("mse", "xent")
+ONE_TO_MANY_FEEDS = ("state", "input", "both")
+
+
+class ModelParams(NamedTuple):
+    """Parameters of ``many_to_one`` / ``many_to_many``: ``cell`` and the ``readout`` (O, H)."""
+
+    cell: Any
+    readout: LinearParams
+
+
+class OneToManyParams(NamedTuple):
+    """Parameters of ``one_to_many``: ``cell``, ``readout`` and ``init_map`` (vector -> initial carry, or None)."""
+
+    cell: Any
+    readout: LinearParams
+    init_map: LinearParams | None
+
+
+class Seq2SeqParams(NamedTuple):
+    """Parameters of ``seq2seq``: ``encoder`` cell, ``decoder`` cell and ``readout`` of the decoder outputs."""
+
+    encoder: Any
+    decoder: Any
+    readout: LinearParams
+
+
+class Model(NamedTuple):
+    """A sequence model: pure functions of a named parameter pytree.
+
+    Attributes:
+      init: ``init(key) -> params``.
+      apply: ``apply(params, inputs, lengths=None) -> predictions`` (float
+        predictions or logits; shapes by pattern, see the module docstring).
+        ``seq2seq`` and ``one_to_many`` generate greedily (``apply(params,
+        inputs, lengths=None, *, out_len)``).
+      loss: ``loss(params, batch, carry=None) -> (loss, aux)`` with ``aux`` a
+        dict holding ``"accuracy"`` (``"xent"`` only) and, when ``carry`` is
+        given, ``"carry"``: the final batched carry (gradient stopped).
+      evaluate: ``evaluate(params, batch) -> dict`` with ``"loss"`` and
+        ``"accuracy"`` (``"xent"``) — for ``seq2seq`` the accuracy (and, for
+        ``"mse"``, a ``"greedy_loss"``) comes from greedy decoding.
+      initial_carry: ``initial_carry(batch_size) -> carry``, the batched zero state.
+      pattern: one of ``rnnjax.tasks.PATTERNS``.
+      loss_name: ``"mse"`` or ``"xent"``.
+      cell: the (encoder) cell.
+    """
+
+    init: Callable[[jax.Array], Any]
+    apply: Callable[..., jax.Array]
+    loss: Callable[..., tuple[jax.Array, dict]]
+    evaluate: Callable[[Any, Batch], dict]
+    initial_carry: Callable[[int], Any]
+    pattern: str
+    loss_name: str
+    cell: Cell
+
+
+# ------------------------------------------------------------------------------------------- losses
+def step_mask(lengths: jax.Array | None, batch: int, time: int) -> jax.Array:
+    """``(B, T)`` float mask, 1 on valid steps ``t < lengths[b]`` (all ones when ``lengths`` is None)."""
+    if lengths is None:
+        return jnp.ones((batch, time), jnp.float32)
+    return (jnp.arange(time)[None, :] < jnp.asarray(lengths)[:, None]).astype(jnp.float32)
+
+
+def masked_mse(predictions: jax.Array, targets: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Mean squared error over valid positions and output units.
+
+    Args:
+      predictions: ``(..., O)``.
+      targets: ``(..., O)``.
+      mask: ``(...)`` weights (1 valid, 0 padded), or None (all valid).
+
+    Returns:
+      ``sum(mask * mean_O (p - y)^2) / max(sum(mask), 1)``, a scalar.
+    """
+    if predictions.shape != targets.shape:
+        raise ValueError(f"targets: expected shape {tuple(predictions.shape)} (as predictions), got {tuple(targets.shape)}")
+    err = jnp.mean(jnp.square(predictions - targets.astype(predictions.dtype)), axis=-1)
+    return _masked_mean(err, mask)
+
+
+def masked_xent(logits: jax.Array, targets: jax.Array, mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Mean softmax cross-entropy (nats) and accuracy over valid positions.
+
+    Args:
+      logits: ``(..., C)``.
+      targets: ``(...)`` integer classes in ``[0, C)``.
+      mask: ``(...)`` weights, or None.
+
+    Returns:
+      ``(loss, accuracy)``, scalars.
+    """
+    if logits.shape[:-1] != targets.shape or not jnp.issubdtype(targets.dtype, jnp.integer):
+        raise ValueError(
+            f"targets: expected integer classes of shape {tuple(logits.shape[:-1])}, got {targets.dtype} {tuple(targets.shape)}"
+        )
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    correct = (jnp.argmax(logits, axis=-1) == targets).astype(logits.dtype)
+    return _masked_mean(nll, mask), _masked_mean(correct, mask)
+
+
+def _masked_mean(values, mask):
+    if mask is None:
+        return jnp.mean(values)
+    mask = mask.astype(values.dtype)
+    return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def _loss_and_metrics(loss_name, outputs, targets, mask):
+    if loss_name == "mse":
+        return masked_mse(outputs, targets, mask), {}
+    loss, acc = masked_xent(outputs, targets, mask)
+    return loss, {"accuracy": acc}
+
+
+# ------------------------------------------------------------------------------------- the recurrence
+def batch_carry(cell: Cell, batch_size: int) -> Any:
+    """The zero carry of ``cell`` repeated over a leading batch axis of ``batch_size``."""
+    return jax.tree.map(lambda c: jnp.broadcast_to(c, (batch_size,) + jnp.shape(c)), cell.initial_carry())
+
+
+def run_cell(
+    cell: Cell,
+    params: Any,
+    xs: jax.Array,
+    carry: Any = None,
+    *,
+    lengths: jax.Array | None = None,
+    tbptt: int | None = None,
+) -> tuple[Any, jax.Array]:
+    """Unroll ``cell`` over a batch, optionally with truncated BPTT.
+
+    With ``tbptt=K`` the sequence is split into chunks of K steps (the last one
+    padded and masked); the carry entering each chunk passes through
+    ``jax.lax.stop_gradient``, so gradients flow back at most K steps inside a
+    chunk. Forward values equal those of the untruncated unroll.
+
+    Args:
+      cell: a ``Cell``.
+      params: its parameters.
+      xs: ``(B, T, I)``.
+      carry: batched initial carry, or None for zeros.
+      lengths: ``(B,)`` valid steps, or None.
+      tbptt: chunk length K, or None for full BPTT.
+
+    Returns:
+      ``(final_carry, ys)`` with ``ys: (B, T, output_size)`` (zeros on padded steps).
+    """
+    if tbptt is None:
+        return unroll_batch(cell, params, xs, carry, lengths=lengths)
+    if isinstance(tbptt, bool) or not isinstance(tbptt, int) or tbptt < 1:
+        raise ValueError(f"tbptt: expected a positive integer (steps per chunk) or None, got {tbptt!r}")
+    batch, time = xs.shape[:2]
+    n = math.ceil(time / tbptt)
+    dtype = jnp.result_type(xs.dtype, *jax.tree.leaves(params))
+    carry = batch_carry(cell, batch) if carry is None else carry
+    carry = jax.tree.map(lambda c: jnp.asarray(c, jnp.result_type(dtype, c.dtype)), carry)
+    xs = xs.astype(jnp.result_type(dtype, *jax.tree.leaves(carry)))
+    masked = lengths is not None or n * tbptt != time
+    if masked:
+        lengths = jnp.full((batch,), time, jnp.int32) if lengths is None else jnp.asarray(lengths, jnp.int32)
+    xs = jnp.pad(xs, ((0, 0), (0, n * tbptt - time), (0, 0)))
+    chunks = jnp.swapaxes(xs.reshape(batch, n, tbptt, -1), 0, 1)  # (n, B, K, I)
+
+    def body(c, inp):
+        x, i = inp
+        c = jax.lax.stop_gradient(c)
+        lens = jnp.clip(lengths - i * tbptt, 0, tbptt) if masked else None
+        return unroll_batch(cell, params, x, c, lengths=lens)
+
+    carry, ys = jax.lax.scan(body, carry, (chunks, jnp.arange(n)))
+    ys = jnp.swapaxes(ys, 0, 1).reshape(batch, n * tbptt, -1)[:, :time]
+    return carry, ys
+
+
+def _last_valid(ys, lengths):
+    """``ys (B, T, H)`` -> ``(B, H)``: the output at step ``lengths - 1`` (the last step if None)."""
+    if lengths is None:
+        return ys[:, -1]
+    idx = jnp.clip(jnp.asarray(lengths) - 1, 0, ys.shape[1] - 1)
+    return jnp.take_along_axis(ys, idx[:, None, None].astype(jnp.int32), axis=1)[:, 0]
+
+
+def _param_dtype(cell: Cell):
+    """The floating dtype of ``cell``'s parameters (readouts are created in it)."""
+    leaves = jax.tree.leaves(jax.eval_shape(cell.init, jax.random.key(0)))
+    dtype = jnp.result_type(*[leaf.dtype for leaf in leaves]) if leaves else jnp.float32
+    return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.inexact) else jnp.float32
+
+
+def _check_loss(loss):
+    if loss not in LOSSES:
+        raise ValueError(f"loss: expected one of {LOSSES}, got {loss!r}")
+
+
+def _check_inputs(name, x, ndim, width):
+    if x.ndim != ndim or x.shape[-1] != width:
+        want = "(B, T, {})".format(width) if ndim == 3 else "(B, {})".format(width)
+        raise ValueError(f"{name}: expected shape {want}, got {tuple(x.shape)}")
+
+
+# ------------------------------------------------------------------------------------------ patterns
+def many_to_one(cell: Cell, output_size: int, *, loss: str = "mse", tbptt: int | None = None) -> Model:
+    """Classifier/regressor on the last valid output: ``y = W h_{len-1} + b``.
+
+    Args:
+      cell: the recurrent cell (input ``I``, output ``H``).
+      output_size: O (number of classes for ``"xent"``).
+      loss: ``"mse"`` (targets ``(B, O)``) or ``"xent"`` (targets ``(B,)`` int).
+      tbptt: truncated-BPTT chunk length, or None.
+
+    Returns:
+      A ``Model`` with ``ModelParams``; ``apply(params, inputs (B, T, I), lengths) -> (B, O)``.
+    """
+    v.check_cell(cell)
+    _check_loss(loss)
+    readout = linear(cell.output_size, output_size, dtype=_param_dtype(cell))
+
+    def init(key):
+        k_c, k_r = jax.random.split(key)
+        return ModelParams(cell.init(k_c), readout.init(k_r))
+
+    def forward(params, inputs, lengths, carry):
+        _check_inputs("inputs", inputs, 3, cell.input_size)
+        carry, ys = run_cell(cell, params.cell, inputs, carry, lengths=lengths, tbptt=tbptt)
+        return carry, readout.apply(params.readout, _last_valid(ys, lengths))
+
+    def apply(params, inputs, lengths=None):
+        return forward(params, inputs, lengths, None)[1]
+
+    def loss_fn(params, batch, carry=None):
+        new_carry, out = forward(params, batch.inputs, batch.input_lengths, carry)
+        value, aux = _loss_and_metrics(loss, out, batch.targets, None)
+        if carry is not None:
+            aux["carry"] = jax.lax.stop_gradient(new_carry)
+        return value, aux
+
+    def evaluate(params, batch):
+        value, aux = loss_fn(params, batch)
+        return {"loss": value, **aux}
+
+    return Model(init, apply, loss_fn, evaluate, lambda b: batch_carry(cell, b), "many_to_one", loss, cell)
+
+
+def many_to_many(cell: Cell, output_size: int, *, loss: str = "xent", tbptt: int | None = None) -> Model:
+    """Per-step readout ``y_t = W h_t + b`` (language model, tagging, forecasting).
+
+    Args:
+      cell: the recurrent cell.
+      output_size: O.
+      loss: ``"xent"`` (targets ``(B, T)`` int) or ``"mse"`` (targets ``(B, T, O)``).
+      tbptt: truncated-BPTT chunk length, or None.
+
+    Returns:
+      A ``Model`` with ``ModelParams``; ``apply(params, inputs (B, T, I), lengths) -> (B, T, O)``.
+      Steps ``t >= input_lengths[b]`` are masked in the loss.
+    """
+    v.check_cell(cell)
+    _check_loss(loss)
+    readout = linear(cell.output_size, output_size, dtype=_param_dtype(cell))
+
+    def init(key):
+        k_c, k_r = jax.random.split(key)
+        return ModelParams(cell.init(k_c), readout.init(k_r))
+
+    def forward(params, inputs, lengths, carry):
+        _check_inputs("inputs", inputs, 3, cell.input_size)
+        carry, ys = run_cell(cell, params.cell, inputs, carry, lengths=lengths, tbptt=tbptt)
+        return carry, readout.apply(params.readout, ys)
+
+    def apply(params, inputs, lengths=None):
+        return forward(params, inputs, lengths, None)[1]
+
+    def loss_fn(params, batch, carry=None):
+        new_carry, out = forward(params, batch.inputs, batch.input_lengths, carry)
+        mask = None if batch.input_lengths is None else step_mask(batch.input_lengths, *out.shape[:2])
+        value, aux = _loss_and_metrics(loss, out, batch.targets, mask)
+        if carry is not None:
+            aux["carry"] = jax.lax.stop_gradient(new_carry)
+        return value, aux
+
+    def evaluate(params, batch):
+        value, aux = loss_fn(params, batch)
+        return {"loss": value, **aux}
+
+    return Model(init, apply, loss_fn, evaluate, lambda b: batch_carry(cell, b), "many_to_many", loss, cell)
+
+
+def one_to_many(
+    cell: Cell,
+    vector_size: int,
+    output_size: int,
+    *,
+    loss: str = "mse",
+    feed: str = "both",
+    tbptt: int | None = None,
+) -> Model:
+    """Generate a sequence from one vector ``v``.
+
+    ``feed="state"``: ``c_0 = unravel(A v + a)`` (a linear map onto the whole
+    carry), inputs zero; ``feed="input"``: ``c_0 = 0`` and ``x_t = v`` at every
+    step; ``feed="both"``: both. Outputs ``y_t = W h_t + b`` for ``t < T``
+    (T: the targets' length).
+
+    Args:
+      cell: the recurrent cell; its ``input_size`` must equal ``vector_size``
+        when ``feed`` is ``"input"`` or ``"both"``.
+      vector_size: V, width of the conditioning vector.
+      output_size: O.
+      loss: ``"mse"`` (targets ``(B, T, O)``) or ``"xent"`` (targets ``(B, T)``).
+      feed: ``"state"``, ``"input"`` or ``"both"``.
+      tbptt: truncated-BPTT chunk length, or None.
+
+    Returns:
+      A ``Model`` with ``OneToManyParams``; ``apply(params, inputs (B, V), lengths=None, *, out_len) -> (B, T, O)``.
+      Steps ``t >= target_lengths[b]`` are masked in the loss.
+    """
+    v.check_cell(cell)
+    _check_loss(loss)
+    if feed not in ONE_TO_MANY_FEEDS:
+        raise ValueError(f"feed: expected one of {ONE_TO_MANY_FEEDS}, got {feed!r}")
+    if feed != "state" and cell.input_size != vector_size:
+        raise ValueError(
+            f"cell: with feed={feed!r} the cell's input_size must equal vector_size={vector_size}, got {cell.input_size}"
+        )
+    readout = linear(cell.output_size, output_size, dtype=_param_dtype(cell))
+    flat_carry, unravel = ravel_pytree(cell.initial_carry())
+    init_map = linear(vector_size, flat_carry.shape[0], dtype=_param_dtype(cell)) if feed != "input" else None
+
+    def init(key):
+        k_c, k_r, k_m = jax.random.split(key, 3)
+        return OneToManyParams(cell.init(k_c), readout.init(k_r), None if init_map is None else init_map.init(k_m))
+
+    def apply(params, inputs, lengths=None, *, out_len):
+        _check_inputs("inputs", inputs, 2, vector_size)
+        batch = inputs.shape[0]
+        if init_map is None:
+            carry = batch_carry(cell, batch)
+        else:
+            carry = jax.vmap(unravel)(init_map.apply(params.init_map, inputs))
+        if feed == "state":
+            xs = jnp.zeros((batch, out_len, cell.input_size), inputs.dtype)
+        else:
+            xs = jnp.broadcast_to(inputs[:, None, :], (batch, out_len, vector_size))
+        _, ys = run_cell(cell, params.cell, xs, carry, lengths=lengths, tbptt=tbptt)
+        return readout.apply(params.readout, ys)
+
+    def loss_fn(params, batch, carry=None):
+        if carry is not None:
+            raise ValueError("carry: one_to_many builds its initial state from the input vector; pass carry=None")
+        out_len = batch.targets.shape[1]
+        out = apply(params, batch.inputs, batch.target_lengths, out_len=out_len)
+        mask = None if batch.target_lengths is None else step_mask(batch.target_lengths, *out.shape[:2])
+        return _loss_and_metrics(loss, out, batch.targets, mask)
+
+    def evaluate(params, batch):
+        value, aux = loss_fn(params, batch)
+        return {"loss": value, **aux}
+
+    return Model(init, apply, loss_fn, evaluate, lambda b: batch_carry(cell, b), "one_to_many", loss, cell)
+
+
+def seq2seq(encoder: Cell, decoder: Cell, output_size: int, *, loss: str = "xent", tbptt: int | None = None) -> Model:
+    """Encoder–decoder: the encoder's final carry (after the last valid input) starts the decoder.
+
+    The decoder reads the previous target: for ``"xent"`` a one-hot vector of
+    width ``output_size + 1`` whose last slot is the start token; for
+    ``"mse"`` the previous target vector (zeros at the start). Training uses
+    teacher forcing (``loss``); ``apply`` and ``evaluate`` decode greedily,
+    feeding back the argmax (``"xent"``) or the prediction (``"mse"``).
+
+    Args:
+      encoder: cell reading ``inputs (B, T_in, I)``.
+      decoder: cell with the same carry layout as ``encoder`` and ``input_size``
+        ``output_size + 1`` (``"xent"``) or ``output_size`` (``"mse"``).
+      output_size: O (vocabulary size for ``"xent"``).
+      loss: ``"xent"`` (targets ``(B, T_out)`` int) or ``"mse"`` (targets ``(B, T_out, O)``).
+      tbptt: truncated-BPTT chunk length for the encoder, or None.
+
+    Returns:
+      A ``Model`` with ``Seq2SeqParams``; ``apply(params, inputs, lengths=None, *, out_len)``
+      returns greedy logits/predictions ``(B, T_out, O)``.
+    """
+    v.check_cell(encoder)
+    v.check_cell(decoder)
+    _check_loss(loss)
+    dec_in = output_size + 1 if loss == "xent" else output_size
+    if decoder.input_size != dec_in:
+        raise ValueError(f"decoder: expected input_size {dec_in} for loss {loss!r} and output_size {output_size}, got {decoder.input_size}")
+    enc_c, dec_c = encoder.initial_carry(), decoder.initial_carry()
+    if jax.tree.structure(enc_c) != jax.tree.structure(dec_c) or [jnp.shape(a) for a in jax.tree.leaves(enc_c)] != [
+        jnp.shape(a) for a in jax.tree.leaves(dec_c)
+    ]:
+        raise ValueError("decoder: expected the same carry layout as the encoder (same cell type and hidden size)")
+    readout = linear(decoder.output_size, output_size, dtype=_param_dtype(decoder))
+
+    def init(key):
+        k_e, k_d, k_r = jax.random.split(key, 3)
+        return Seq2SeqParams(encoder.init(k_e), decoder.init(k_d), readout.init(k_r))
+
+    def encode(params, inputs, lengths):
+        _check_inputs("inputs", inputs, 3, encoder.input_size)
+        carry, _ = run_cell(encoder, params.encoder, inputs, None, lengths=lengths, tbptt=tbptt)
+        return carry
+
+    def teacher_inputs(targets, dtype):
+        batch = targets.shape[0]
+        if loss == "xent":
+            prev = jnp.concatenate([jnp.full((batch, 1), output_size, jnp.int32), targets[:, :-1].astype(jnp.int32)], 1)
+            return jax.nn.one_hot(prev, dec_in, dtype=dtype)
+        start = jnp.zeros((batch, 1, output_size), dtype)
+        return jnp.concatenate([start, targets[:, :-1].astype(dtype)], 1)
+
+    def loss_fn(params, batch, carry=None):
+        if carry is not None:
+            raise ValueError("carry: seq2seq starts the decoder from the encoder; pass carry=None")
+        c = encode(params, batch.inputs, batch.input_lengths)
+        xs = teacher_inputs(batch.targets, batch.inputs.dtype)
+        _, ys = unroll_batch(decoder, params.decoder, xs, c, lengths=batch.target_lengths)
+        out = readout.apply(params.readout, ys)
+        mask = None if batch.target_lengths is None else step_mask(batch.target_lengths, *out.shape[:2])
+        return _loss_and_metrics(loss, out, batch.targets, mask)
+
+    def apply(params, inputs, lengths=None, *, out_len):
+        c = encode(params, inputs, lengths)
+        batch = inputs.shape[0]
+        if loss == "xent":
+            x0 = jax.nn.one_hot(jnp.full((batch,), output_size), dec_in, dtype=inputs.dtype)
+        else:
+            x0 = jnp.zeros((batch, output_size), inputs.dtype)
+
+        def body(state, _):
+            c, x = state
+            c, y = jax.vmap(decoder.step, in_axes=(None, 0, 0))(params.decoder, c, x)
+            out = readout.apply(params.readout, y)
+            if loss == "xent":
+                x = jax.nn.one_hot(jnp.argmax(out, -1), dec_in, dtype=x.dtype)
+            else:
+                x = out.astype(x.dtype)
+            return (c, x), out
+
+        _, outs = jax.lax.scan(body, (c, x0), None, length=out_len)
+        return jnp.swapaxes(outs, 0, 1)
+
+    def evaluate(params, batch):
+        value, _ = loss_fn(params, batch)
+        out = apply(params, batch.inputs, batch.input_lengths, out_len=batch.targets.shape[1])
+        mask = None if batch.target_lengths is None else step_mask(batch.target_lengths, *out.shape[:2])
+        greedy, aux = _loss_and_metrics(loss, out, batch.targets, mask)
+        if loss == "mse":
+            aux = {"greedy_loss": greedy}
+        return {"loss": value, **aux}
+
+    return Model(init, apply, loss_fn, evaluate, lambda b: batch_carry(encoder, b), "seq2seq", loss, encoder)
+
+
+def for_task(task, cell_factory: Callable[[int, int], Cell], hidden_size: int, *, tbptt: int | None = None) -> Model:
+    """The model that fits ``task.pattern``, with cells built by ``cell_factory(input_size, hidden_size)``.
+
+    Args:
+      task: an ``rnnjax.tasks.Task``.
+      cell_factory: ``(input_size, hidden_size) -> Cell``, e.g.
+        ``functools.partial(rnnjax.make_cell, "lstm", init_gain=1.0)``.
+      hidden_size: H.
+      tbptt: truncated-BPTT chunk length, or None.
+
+    Returns:
+      ``many_to_one`` / ``many_to_many`` / ``one_to_many`` (``feed="both"``) /
+      ``seq2seq`` (decoder built with the input width it needs).
+    """
+    I, O = task.input_size, task.output_size
+    if task.pattern == "many_to_one":
+        return many_to_one(cell_factory(I, hidden_size), O, loss=task.loss, tbptt=tbptt)
+    if task.pattern == "many_to_many":
+        return many_to_many(cell_factory(I, hidden_size), O, loss=task.loss, tbptt=tbptt)
+    if task.pattern == "one_to_many":
+        return one_to_many(cell_factory(I, hidden_size), I, O, loss=task.loss, feed="both", tbptt=tbptt)
+    if task.pattern == "seq2seq":
+        dec_in = O + 1 if task.loss == "xent" else O
+        return seq2seq(cell_factory(I, hidden_size), cell_factory(dec_in, hidden_size), O, loss=task.loss, tbptt=tbptt)
+    raise ValueError(f"task: unknown pattern {task.pattern!r}")
+
+
+def generate(
+    model: Model,
+    params: ModelParams,
+    key: jax.Array,
+    prime: jax.Array,
+    length: int,
+    *,
+    temperature: float = 1.0,
+) -> jax.Array:
+    """Sample tokens from a ``many_to_many`` ``"xent"`` model on one-hot inputs (a character LM).
+
+    The model reads ``prime`` (at least one token), then feeds back each sampled
+    token: ``x_{t+1} = onehot(s_t)``, ``s_t ~ softmax(logits_t / temperature)``
+    (``temperature=0``: argmax).
+
+    Args:
+      model: a ``many_to_many`` model with ``loss="xent"`` whose cell reads
+        one-hot vectors (``input_size == output_size``).
+      params: its parameters.
+      key: PRNG key.
+      prime: ``(P,)`` int tokens, ``P >= 1``.
+      length: number of tokens to generate (static).
+      temperature: softmax temperature (>= 0).
+
+    Returns:
+      ``(length,)`` int32 sampled tokens (the prime excluded).
+    """
+    cell = model.cell
+    if model.pattern != "many_to_many" or model.loss_name != "xent":
+        raise ValueError(f"model: expected a many_to_many xent model, got {model.pattern} {model.loss_name}")
+    vocab = params.readout.w.shape[0]
+    if cell.input_size != vocab:
+        raise ValueError(f"model: the cell must read one-hot tokens (input_size {vocab}), got {cell.input_size}")
+    prime = jnp.asarray(prime, jnp.int32)
+    if prime.ndim != 1 or prime.shape[0] < 1:
+        raise ValueError(f"prime: expected a non-empty 1-D token array, got shape {tuple(prime.shape)}")
+    if not temperature >= 0:
+        raise ValueError(f"temperature: expected >= 0, got {temperature!r}")
+    dtype = params.readout.w.dtype
+    xs = jax.nn.one_hot(prime[:-1], vocab, dtype=dtype)
+    carry = cell.initial_carry()
+    if prime.shape[0] > 1:
+        carry, _ = jax.lax.scan(lambda c, x: (cell.step(params.cell, c, x)[0], None), carry, xs)
+
+    def body(state, k):
+        c, tok = state
+        c, y = cell.step(params.cell, c, jax.nn.one_hot(tok, vocab, dtype=dtype))
+        logits = params.readout.w @ y + params.readout.b
+        if temperature == 0:
+            nxt = jnp.argmax(logits).astype(jnp.int32)
+        else:
+            nxt = jax.random.categorical(k, logits / temperature).astype(jnp.int32)
+        return (c, nxt), nxt
+
+    _, toks = jax.lax.scan(body, (carry, prime[-1]), jax.random.split(key, length))
+    return toks

@@ -1,0 +1,261 @@
+"""Tests of rnnjax.distributed: data parallelism equals one-device training; clear errors.
+
+Several devices on CPU need ``XLA_FLAGS=--xla_force_host_platform_device_count=4``
+before JAX starts, so the multi-device checks run in a fresh subprocess and
+send their numbers back as JSON; the comparisons happen here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from rnnjax import distributed as dist
+from rnnjax.train import make_train_step
+
+REL = 1e-4
+
+
+def _run_python(code: str, *, devices: int, timeout: int = 240, extra_env=None) -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env.pop("JAX_NUM_CPU_DEVICES", None)
+    env.update(extra_env or {})
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _assert_rel_close(actual, expected, rel=REL):
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    chex.assert_equal_shape([actual, expected])
+    scale = np.maximum(np.abs(expected), 1e-6)
+    worst = float(np.max(np.abs(actual - expected) / scale))
+    assert worst <= rel, f"max relative difference {worst:.3g} > {rel}"
+
+
+# The whole 4-device check in one subprocess (JAX start-up and compiles dominate the cost).
+_FOUR_DEVICE_SCRIPT = """
+import dataclasses, json
+import jax, jax.numpy as jnp, numpy as np, optax
+from rnnjax import distributed as dist
+from rnnjax.train import RunConfig, build, make_train_step
+
+out = {"devices": jax.device_count()}
+cfg = RunConfig(task="adding", cell="lstm", hidden=8, seq_len=8, batch_size=8, steps=6, lr=1e-2, clip=1.0,
+                max_skips=20, task_options=(("eval_size", 64),))
+trainer = build(cfg)
+
+# one device: the plain jitted run, no mesh at all
+state = jax.jit(trainer.init)(jax.random.key(0))
+s1, m1 = jax.jit(trainer.run, static_argnums=1)(state, cfg.steps)
+out["one"] = {"loss": np.asarray(m1["loss"]).tolist(), "eval": float(jax.jit(trainer.evaluate)(s1.params)["loss"]),
+              "params": [np.asarray(x).ravel().tolist() for x in jax.tree.leaves(s1.params)]}
+
+# four devices: batch split, params replicated
+mesh = dist.batch_mesh(4)
+tr4 = dist.data_parallel_trainer(trainer, mesh, max_skips=cfg.max_skips)
+st4 = dist.data_parallel_init(tr4, mesh)(jax.random.key(0))
+run4 = dist.data_parallel_run(tr4, mesh)
+hlo = run4.lower(st4, cfg.steps).compile().as_text()
+s4, m4 = run4(st4, cfg.steps)
+leaf = jax.tree.leaves(s4.params)[0]
+out["four"] = {"loss": np.asarray(m4["loss"]).tolist(), "eval": float(jax.jit(tr4.evaluate)(s4.params)["loss"]),
+               "params": [np.asarray(x).ravel().tolist() for x in jax.tree.leaves(s4.params)],
+               "all_reduce": "all-reduce" in hlo, "param_devices": len(leaf.sharding.device_set),
+               "param_replicated": bool(leaf.sharding.is_fully_replicated)}
+
+# generic step: any loss_fn and optax optimizer, a batch placed by shard_batch
+def loss_fn(w, batch):
+    x, y = batch
+    return jnp.mean((jnp.tanh(x @ w) - y) ** 2)
+
+opt = optax.adam(0.1)
+step = make_train_step(loss_fn, opt, jit=False)
+w0 = jax.random.normal(jax.random.key(1), (3, 2))
+from rnnjax.train import TrainState
+z = jnp.zeros((), jnp.int32)
+st = TrainState(w0, opt.init(w0), z, jax.random.key(2), z, z)
+batch = (jax.random.normal(jax.random.key(3), (12, 3)), jax.random.normal(jax.random.key(4), (12, 2)))
+ref_state, _ = jax.jit(step)(st, batch)
+dp = dist.data_parallel(step, mesh)
+sharded = dist.shard_batch(batch, mesh)
+out["shard_rows"] = [int(s.data.shape[0]) for s in sharded[0].addressable_shards]
+new_state, metrics = dp(dist.replicate(st, mesh), sharded)
+out["generic"] = {"ref": np.asarray(ref_state.params).ravel().tolist(), "dp": np.asarray(new_state.params).ravel().tolist()}
+
+# clear errors
+errors = {}
+for name, fn in {"too_many": lambda: dist.batch_mesh(5),
+                 "indivisible": lambda: dist.data_parallel_trainer(build(dataclasses.replace(cfg, batch_size=6)), mesh),
+                 "shard_batch": lambda: dist.shard_batch(jnp.zeros((6, 2)), mesh)}.items():
+    try:
+        fn()
+        errors[name] = None
+    except ValueError as err:
+        errors[name] = str(err)
+out["errors"] = errors
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def four_devices():
+    return _run_python(_FOUR_DEVICE_SCRIPT, devices=4)
+
+
+def test_four_devices_equal_one_device_on_adding(four_devices):
+    one, four = four_devices["one"], four_devices["four"]
+    assert four_devices["devices"] == 4
+    _assert_rel_close(four["loss"], one["loss"])
+    _assert_rel_close(four["eval"], one["eval"])
+    for a, b in zip(four["params"], one["params"]):
+        np.testing.assert_allclose(a, b, rtol=REL, atol=REL * max(1e-6, float(np.max(np.abs(b)))))
+    # it really ran data-parallel: a gradient all-reduce, params replicated on all 4 devices
+    assert four["all_reduce"]
+    assert four["param_devices"] == 4 and four["param_replicated"]
+
+
+def test_generic_data_parallel_step_equals_plain_step(four_devices):
+    assert four_devices["shard_rows"] == [3, 3, 3, 3]
+    _assert_rel_close(four_devices["generic"]["dp"], four_devices["generic"]["ref"])
+
+
+def test_clear_errors_with_four_devices(four_devices):
+    errors = four_devices["errors"]
+    assert "devices: requested 5 devices but only 4 cpu devices are available" in errors["too_many"]
+    assert "batch_size: 6 is not divisible by devices=4" in errors["indivisible"]
+    assert "use batch_size 4 or 8" in errors["indivisible"]
+    assert "batch_size: 6 is not divisible by devices=4" in errors["shard_batch"]
+
+
+# ------------------------------------------------------------------------------ in this process (1+ devices)
+def test_batch_mesh_rejects_more_devices_than_available():
+    n = jax.device_count()
+    with pytest.raises(ValueError, match=rf"devices: requested {n + 1} devices but only {n} "):
+        dist.batch_mesh(n + 1)
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(ValueError, match="devices: expected"):
+            dist.batch_mesh(bad)
+
+
+def test_check_batch_size_messages():
+    mesh = dist.batch_mesh(1)
+    assert dist.check_batch_size(7, mesh) == 7
+    for bad in (0, -4, 2.0, True):
+        with pytest.raises(ValueError, match="batch_size: expected a positive integer"):
+            dist.check_batch_size(bad, mesh)
+
+
+def test_single_device_data_parallel_matches_python_loop():
+    """On a 1-device mesh the step equals a hand-written Adam loop (independent truth)."""
+    mesh = dist.batch_mesh(1)
+    x = jax.random.normal(jax.random.key(0), (8, 3), jnp.float64)
+    y = jax.random.normal(jax.random.key(1), (8,), jnp.float64)
+    w = jnp.zeros((3,), jnp.float64)
+
+    def loss_fn(w, batch):
+        return jnp.mean((batch[0] @ w - batch[1]) ** 2)
+
+    from rnnjax.train import TrainState
+
+    opt = optax.sgd(0.1)
+    z = jnp.zeros((), jnp.int32)
+    state = TrainState(w, opt.init(w), z, jax.random.key(0), z, z)
+    step = dist.data_parallel(make_train_step(loss_fn, opt, jit=False), mesh)
+    w_ref = np.zeros(3)
+    xn, yn = np.asarray(x), np.asarray(y)
+    for _ in range(3):
+        state, metrics = step(state, dist.shard_batch((x, y), mesh))
+        grad = 2.0 / 8 * xn.T @ (xn @ w_ref - yn)
+        w_ref = w_ref - 0.1 * grad
+    chex.assert_trees_all_close(np.asarray(state.params), w_ref, rtol=1e-12)
+    assert bool(metrics["applied"])
+
+
+def test_shard_batch_rejects_mixed_leading_sizes():
+    mesh = dist.batch_mesh(1)
+    with pytest.raises(ValueError, match="batch: expected one leading batch size"):
+        dist.shard_batch((jnp.zeros((4, 2)), jnp.zeros((5,))), mesh)
+
+
+def test_initialize_argument_errors():
+    with pytest.raises(ValueError, match="coordinator_address: expected 'host:port'"):
+        dist.initialize("no-port", 2, 0)
+    with pytest.raises(ValueError, match=r"process_id: expected an integer in \[0, num_processes=2\)"):
+        dist.initialize("localhost:1234", 2, 2)
+    with pytest.raises(ValueError, match="num_processes: expected a positive integer"):
+        dist.initialize("localhost:1234", 0, 0)
+
+
+def test_request_host_devices_after_start_changes_nothing():
+    jax.devices()  # the backend is initialised in the test process
+    assert dist.backend_initialized()
+    assert dist.request_host_devices(2) is False
+    with pytest.raises(ValueError, match="devices: expected a positive integer"):
+        dist.request_host_devices(0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+_HOST_SCRIPT = """
+import json, sys
+import jax
+jax.config.update("jax_num_cpu_devices", 2)
+from rnnjax import distributed as dist
+dist.initialize("localhost:{port}", 2, {pid}, timeout_s=120)
+import numpy as np
+from rnnjax.train import RunConfig, build
+cfg = RunConfig(task="adding", cell="lstm", hidden=8, seq_len=8, batch_size=8, steps=4, lr=1e-2, clip=1.0,
+                max_skips=20, task_options=(("eval_size", 64),))
+trainer = build(cfg)
+mesh = dist.batch_mesh()
+tr = dist.data_parallel_trainer(trainer, mesh, max_skips=20)
+s, m = dist.data_parallel_run(tr, mesh)(dist.data_parallel_init(tr, mesh)(jax.random.key(0)), cfg.steps)
+print(json.dumps({{"global": jax.device_count(), "local": jax.local_device_count(),
+                  "loss": np.asarray(m["loss"]).tolist()}}))
+"""
+
+
+@pytest.mark.skipif(os.environ.get("RNNJAX_MULTIHOST_TEST") != "1",
+                    reason="two-process run (~15-60 s on 2 cores); set RNNJAX_MULTIHOST_TEST=1")
+def test_two_processes_equal_one_device():
+    """Two 'hosts' on localhost (2 CPU devices each, gloo collectives) give the one-device numbers."""
+    port = _free_port()
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(_HOST_SCRIPT.format(port=port, pid=pid))],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for pid in (0, 1)]
+    outs = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stderr[-3000:]
+        outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    ref = _run_python("""
+        import json, jax, numpy as np
+        from rnnjax.train import RunConfig, build
+        cfg = RunConfig(task="adding", cell="lstm", hidden=8, seq_len=8, batch_size=8, steps=4, lr=1e-2, clip=1.0,
+                        max_skips=20, task_options=(("eval_size", 64),))
+        t = build(cfg)
+        s, m = jax.jit(t.run, static_argnums=1)(jax.jit(t.init)(jax.random.key(0)), cfg.steps)
+        print(json.dumps({"loss": np.asarray(m["loss"]).tolist()}))
+    """, devices=1)
+    for out in outs:
+        assert out["global"] == 4 and out["local"] == 2
+        _assert_rel_close(out["loss"], ref["loss"])

@@ -1,0 +1,156 @@
+"""Tests of rnnjax.sweep and ``rnnjax sweep``: every row equals the separate ``rnnjax train`` run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import subprocess
+import sys
+import textwrap
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from rnnjax import sweep
+from rnnjax.cli import main
+from rnnjax.train import RunConfig, build, run_key
+
+REL = 1e-4
+TINY = ["--task", "adding", "--cell", "elman-tanh", "--hidden", "8", "--seq-len", "8", "--batch-size", "8",
+        "--steps", "15", "--task-option", "eval_size=64"]
+
+
+def _rel(a, b):
+    return abs(a - b) / max(abs(b), 1e-12)
+
+
+@pytest.fixture(scope="module")
+def cli_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "out"
+    rc = main(["sweep", *TINY, "--init-gain", "0.5,1.5", "--lr", "1e-2,3e-3", "--seeds", "0,1", "--out", str(out)])
+    assert rc == 0
+    with open(out / "sweep.json") as f:
+        return out, json.load(f)
+
+
+def test_sweep_json_and_png(cli_sweep):
+    out, report = cli_sweep
+    rows = report["runs"]
+    assert len(rows) == 8
+    grid = {(r["init_gain"], r["lr"], r["seed"]) for r in rows}
+    assert grid == {(g, lr, s) for g in (0.5, 1.5) for lr in (1e-2, 3e-3) for s in (0, 1)}
+    for r in rows:
+        assert np.isfinite(r["eval_loss"]) and r["skipped_steps"] == 0 and r["steps"] == 15
+        assert r["baseline_loss"] == pytest.approx(1 / 6)
+    # different seeds / gains / lrs really are different runs
+    assert len({round(r["eval_loss"], 7) for r in rows}) == 8
+    with open(out / "sweep.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("pick", [(0.5, 1e-2, 0), (1.5, 1e-2, 1), (0.5, 3e-3, 1)])
+def test_rows_equal_separate_train_runs(cli_sweep, tmp_path, pick):
+    """One row per swept axis: the row's ``command`` (rnnjax train) gives the same numbers."""
+    _, report = cli_sweep
+    row = next(r for r in report["runs"] if (r["init_gain"], r["lr"], r["seed"]) == pick)
+    argv = shlex.split(row["command"])[1:]
+    argv[argv.index("--out") + 1] = str(tmp_path / "run")
+    assert main(argv) == 0
+    with open(tmp_path / "run" / "summary.json") as f:
+        summary = json.load(f)
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        last = [json.loads(line) for line in f][-1]
+    assert summary["init_gain"] == pick[0] and summary["lr"] == pick[1] and summary["seed"] == pick[2]
+    assert _rel(row["eval_loss"], summary["eval"]["loss"]) <= REL
+    assert _rel(row["final_train_loss"], last["loss"]) <= REL
+    assert row["skipped_steps"] == summary["skipped_steps"]
+
+
+def test_diverging_run_halts_inside_the_sweep_like_alone():
+    """A run that blows up is skipped/halted by the guard without touching its neighbours."""
+    base = RunConfig(task="adding", cell="irnn", hidden=4, seq_len=6, batch_size=4, steps=8, clip=0.0, max_skips=2,
+                     task_options=(("eval_size", 16),))
+    configs = sweep.grid(base, lrs=(1e-2, 1e4), seeds=(3,))
+    result = sweep.run_sweep(configs)
+    calm, wild = result.rows
+    assert calm["status"] == "completed" and calm["skipped_steps"] == 0 and calm["steps"] == 8
+    assert wild["status"] == "stopped_non_finite" and wild["skipped_steps"] >= 2
+    # independent truth: each run alone, unvmapped
+    for i, config in enumerate(configs):
+        trainer = build(config)
+        state, _ = jax.jit(trainer.run, static_argnums=1)(trainer.init(run_key(config.seed)), config.steps)
+        assert int(state.skipped) == result.rows[i]["skipped_steps"]
+        assert int(state.step) == result.rows[i]["steps"]
+        mine = jax.tree.map(lambda x: x[i], result.states.params)
+        chex.assert_trees_all_close(mine, state.params, rtol=REL, atol=1e-6)
+        assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(mine))
+
+
+def test_grid_order_and_errors():
+    base = RunConfig(task="adding", cell="gru")
+    configs = sweep.grid(base, init_gains=(0.5, 1.0), seeds=(0, 1, 2))
+    assert [(c.init_gain, c.seed) for c in configs] == [(g, s) for g in (0.5, 1.0) for s in (0, 1, 2)]
+    assert all(c.lr == base.lr and c.cell == "gru" for c in configs)
+    with pytest.raises(ValueError, match="init_gains: expected positive numbers"):
+        sweep.grid(base, init_gains=(0.5, -1.0))
+    with pytest.raises(ValueError, match="seeds: duplicate values"):
+        sweep.grid(base, seeds=(1, 1))
+    with pytest.raises(ValueError, match="lrs: expected at least one value"):
+        sweep.grid(base, lrs=())
+    with pytest.raises(ValueError, match=r"they differ in \['hidden'\]"):
+        sweep.run_sweep([base, dataclasses.replace(base, hidden=3)])
+    with pytest.raises(ValueError, match="configs: expected at least one"):
+        sweep.run_sweep([])
+
+
+def test_cli_errors(tmp_path, capsys):
+    jax.devices()  # backend started: the device count is fixed
+    n = jax.device_count()
+    cases = [
+        (["--init-gain", "0.5,x"], "--init-gain: expected comma-separated numbers"),
+        (["--seeds", "0,0"], "--seeds: duplicate values"),
+        (["--devices", str(n + 1)], f"--devices: requested {n + 1} devices but only {n} "),
+        (["--devices", "0"], "--devices: expected a positive integer"),
+        (["--hidden", "0"], "--hidden: expected an integer >= 1"),
+    ]
+    for extra, message in cases:
+        rc = main(["sweep", *TINY, *extra, "--out", str(tmp_path / "new")])
+        err = capsys.readouterr().err
+        assert rc == 2 and message in err, err
+        assert len(err.strip().splitlines()) == 1
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "sweep.json").write_text("{}")
+    assert main(["sweep", *TINY, "--out", str(tmp_path / "full")]) == 2
+    assert "is not a new or empty directory" in capsys.readouterr().err
+    assert (tmp_path / "full" / "sweep.json").read_text() == "{}"
+
+
+_SHARDED = """
+import json, jax, numpy as np
+from rnnjax import sweep
+from rnnjax.train import RunConfig
+base = RunConfig(task="adding", cell="gru", hidden=4, seq_len=6, batch_size=4, steps=4, lr=1e-2,
+                 task_options=(("eval_size", 16),))
+configs = sweep.grid(base, init_gains=(0.7, 1.3, 2.0))  # 3 runs on 2 devices: padded to 4
+mesh = sweep.run_mesh(2)
+sharded = sweep.run_sweep(configs, mesh=mesh)
+plain = sweep.run_sweep(configs)
+leaf = jax.tree.leaves(sharded.states.params)[0]
+print(json.dumps({"sharded": [r["eval_loss"] for r in sharded.rows], "plain": [r["eval_loss"] for r in plain.rows],
+                  "n_states": int(leaf.shape[0])}))
+"""
+
+
+def test_run_axis_sharded_over_two_devices_equals_unsharded():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(_SHARDED)], env=env, capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["n_states"] == 3  # the padding copy was dropped
+    np.testing.assert_allclose(out["sharded"], out["plain"], rtol=REL)
+    assert len(set(out["plain"])) == 3
