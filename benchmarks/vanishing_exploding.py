@@ -64,7 +64,7 @@ class Config:
     solved_frac: float = 0.1  # eval MSE < solved_frac * 1/6: solved
 
 
-def parse_args() -> tuple[Config, str]:
+def parse_args() -> tuple[Config | None, str, str | None]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     d = Config()
     p.add_argument("--cells", default=",".join(d.cells))
@@ -77,7 +77,11 @@ def parse_args() -> tuple[Config, str]:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--markdown-from", default=None, metavar="JSON",
+                   help="only rewrite OUT/vanishing_exploding.md from an existing results JSON")
     a = p.parse_args()
+    if a.markdown_from:
+        return None, a.out, a.markdown_from
     cfg = Config(
         cells=tuple(a.cells.split(",")),
         gains=tuple(float(g) for g in a.gains.split(",")),
@@ -89,7 +93,7 @@ def parse_args() -> tuple[Config, str]:
         lr=a.lr,
         seed=a.seed,
     )
-    return cfg, a.out
+    return cfg, a.out, None
 
 
 def _label(ratio: float, cfg: Config) -> str:
@@ -209,7 +213,8 @@ def run_cell_length(cfg: Config, name: str, seq_len: int, log) -> list[dict]:
 
 
 def _fmt(x, spec=".3f"):
-    return "nan" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+    """Format a number; None (a non-finite value in the JSON) and inf/nan print as "non-finite"."""
+    return "non-finite" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
 def markdown(result: dict) -> str:
@@ -265,7 +270,7 @@ def markdown(result: dict) -> str:
     for r in rows:
         t = r["trained"]
         lines.append(
-            f"| {r['cell']} | {r['gain']:g} | {r['clip']:g} | {r['seq_len']} | {_fmt(r['eval_mse'], '.4f')} | "
+            f"| {r['cell']} | {r['gain']:g} | {r['clip']:g} | {r['seq_len']} | {_fmt(r['eval_mse'], '.4g')} | "
             f"{'yes' if r['learned'] else 'no'} | {'yes' if r['solved'] else 'no'} | {r['skipped_steps']} | "
             f"{_fmt(r['grad_norm_median'], '.2g')} / {_fmt(r['grad_norm_max'], '.2g')} | "
             f"{_fmt(t['first_last_ratio'], '.2e')} | {t['label']} |"
@@ -284,8 +289,14 @@ def _clean(x):
 
 
 def main() -> None:
-    cfg, out = parse_args()
+    cfg, out, from_json = parse_args()
     os.makedirs(out, exist_ok=True)
+    if from_json:
+        with open(from_json) as f:
+            result = json.load(f)
+        with open(os.path.join(out, "vanishing_exploding.md"), "w") as f:
+            f.write(markdown(result))
+        return
     start = time.perf_counter()
     rows = []
     for name in cfg.cells:

@@ -33,12 +33,12 @@ class Config:
     cell: str = "gru"
     hidden: int = 128
     batch_size: int = 100
-    steps: int = 4000
+    steps: int = 1000
     lr: float = 3e-3
     clip: float = 1.0
     seed: int = 0
-    eval_every: int = 200
-    target_accuracy: float = 0.90
+    eval_every: int = 100
+    target_accuracy: float = 0.91
 
 
 def parse_config() -> tuple[Config, str]:

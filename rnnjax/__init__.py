@@ -34,6 +34,9 @@ from rnnjax._deer import DeerInfo
 from rnnjax._modern import LRUParams, MinGRUParams, MinLSTMParams, lru, lru_eigenvalues, mingru, minlstm
 from rnnjax._registry import CELLS, make_cell
 from rnnjax._unroll import unroll, unroll_batch
+from rnnjax import checkpoint, models, train
+from rnnjax.models import Model, many_to_many, many_to_one, one_to_many, seq2seq
+from rnnjax.train import Trainer, TrainState, make_optimizer, make_train_step, make_trainer
 
 __version__ = "0.1.0"
 
@@ -75,4 +78,18 @@ __all__ = [
     "torch_init",
     "unroll",
     "unroll_batch",
+    # training (rnnjax.train, rnnjax.models, rnnjax.checkpoint)
+    "Model",
+    "TrainState",
+    "Trainer",
+    "checkpoint",
+    "make_optimizer",
+    "make_train_step",
+    "make_trainer",
+    "many_to_many",
+    "many_to_one",
+    "models",
+    "one_to_many",
+    "seq2seq",
+    "train",
 ]

@@ -128,18 +128,19 @@ def _make_solver(f, *, quasi, tol, max_iter):
     ``f(params, h, x, valid) -> h'`` on flat real vectors ``h: (N,)``.
     """
 
-    def linearise(params, hprev, xs, valid):
+    def linearise(params, hprev, xs, valid, diagonal=False):
+        # f(H_{t-1}) and its Jacobians (T, N, N), or only their diagonals (T, N) for quasi-DEER.
         def one(h, x, v):
             out = f(params, h, x, v)
             return out, out
 
         jac, fx = jax.vmap(jax.jacfwd(one, has_aux=True))(hprev, xs, valid)
-        return fx, jac
+        return fx, (jnp.diagonal(jac, axis1=-2, axis2=-1) if diagonal else jac)
 
     def newton(params, xs, valid, h0):
         time = xs.shape[0]
         hs = jnp.broadcast_to(h0, (time,) + h0.shape)
-        fx, jac = linearise(params, _shift(h0, hs), xs, valid)
+        fx, jac = linearise(params, _shift(h0, hs), xs, valid, quasi)
         res = jnp.max(jnp.abs(hs - fx))
 
         def cond(state):
@@ -150,12 +151,11 @@ def _make_solver(f, *, quasi, tol, max_iter):
             k, hs, fx, jac, _ = state
             hprev = _shift(h0, hs)
             if quasi:
-                a = jnp.diagonal(jac, axis1=-2, axis2=-1)
-                hs = affine_scan(a, fx - a * hprev, h0)
+                hs = affine_scan(jac, fx - jac * hprev, h0)
             else:
                 b = fx - jnp.einsum("tij,tj->ti", jac, hprev)
                 hs = matrix_affine_scan(jac, b, h0)
-            fx, jac = linearise(params, _shift(h0, hs), xs, valid)
+            fx, jac = linearise(params, _shift(h0, hs), xs, valid, quasi)
             res = jnp.max(jnp.abs(hs - fx))
             return k + 1, hs, fx, jac, res
 

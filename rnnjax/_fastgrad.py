@@ -36,7 +36,7 @@ float64).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -243,27 +243,38 @@ def scan(
             return jax.tree.unflatten(out_tree, _interpret(closed.jaxpr, closed.consts, args, origins, mode))
 
         # 1. The step as it is, recording tap operands that are not plain inputs and every tap output.
-        recorded = [src is None for _, _, _, src in taps]
+        recorded = [tap.source is None for tap in taps]
+        stored = [k for k, tap in enumerate(taps) if tap.leader is None]  # taps with their own hint
 
         def record_body(c, x):
             mode = _Mode(record=recorded)
             c_leaves_t = jax.tree.leaves(c)
             c_new, y = evaluate(p_leaves, c_leaves_t, x, mode)
-            return c_new, (y, c_leaves_t, mode.vs, mode.zs)
+            hints = [
+                mode.zs[k] if taps[k].follower is None else mode.zs[k] + mode.zs[taps[k].follower] for k in stored
+            ]
+            return c_new, (y, c_leaves_t, mode.vs, hints)
 
         carry_out, (ys, cs, vs, zs) = jax.lax.scan(record_body, carry, x_leaves, reverse=reverse, unroll=unroll)
         in_stacks = [*cs, *x_leaves]
         vs = iter(vs)
-        v_stacks = [next(vs) if src is None else in_stacks[src] for _, _, _, src in taps]
+        v_stacks = [next(vs) if tap.source is None else in_stacks[tap.source] for tap in taps]
 
-        # 2. Weight tangents of all taps for all steps at once (one matmul each).
+        # 2. Weight tangents of all taps for all steps at once (one matmul each); a pair shares one.
         dp_leaves = jax.tree.leaves(d_params, is_leaf=_is_zero)
+
+        def weight_tangent(k):
+            tap, dw = taps[k], dp_leaves[taps[k].leaf]
+            if _is_zero(dw):
+                return None
+            return jax.vmap(lambda v: _dot(tap.params, tap.side, dw, v))(v_stacks[k])
+
         extras = []
-        for (eqn_params, side, leaf, _), v_stack in zip(taps, v_stacks):
-            dw = dp_leaves[leaf]
-            extras.append(
-                None if _is_zero(dw) else jax.vmap(lambda v, dw=dw, ep=eqn_params, s=side: _dot(ep, s, dw, v))(v_stack)
-            )
+        for k in stored:
+            follower = taps[k].follower
+            parts = [weight_tangent(k)] + ([] if follower is None else [weight_tangent(follower)])
+            parts = [e for e in parts if e is not None]
+            extras.append(sum(parts[1:], parts[0]) if parts else None)
 
         # 3. Tangent scan through the pointwise rest of the step; only nonzero tangents are pushed.
         dc0 = [_instantiate(t, c) for t, c in zip(jax.tree.leaves(d_carry, is_leaf=_is_zero), c_leaves)]
@@ -283,7 +294,11 @@ def scan(
                 x = [next(x_sub) if live else a for a, live in zip(x_t, x_live)]
                 p = [next(p_sub) if live else a for a, live in zip(p_leaves, p_live)]
                 es = [next(e_sub) if live else jnp.zeros_like(z) for z, live in zip(z_t, e_live)]
-                c_new, y = evaluate(p, c, x, _Mode(record=None, w_const=p_leaves, z_hints=z_t, extras=es))
+                # Per tap: its hint and extra; the second of a pair adds zeros (its partner carries the sum).
+                hint_of, extra_of = dict(zip(stored, z_t)), dict(zip(stored, es))
+                hints = [hint_of[k] if k in hint_of else jnp.zeros_like(hint_of[tap.leader]) for k, tap in enumerate(taps)]
+                extras_k = [extra_of[k] if k in extra_of else jnp.zeros_like(hints[k]) for k in range(len(taps))]
+                c_new, y = evaluate(p, c, x, _Mode(record=None, w_const=p_leaves, z_hints=hints, extras=extras_k))
                 return jax.tree.leaves(c_new), y
 
             primal_in = (
@@ -304,23 +319,54 @@ def scan(
     return run(params, carry, xs)
 
 
-def _tap_list(jaxpr, origins) -> list:
-    """Taps in evaluation order (recursing into nested ``jit``): ``(dot params, side, leaf, source)``.
+class _Tap(NamedTuple):
+    """One matmul of a parameter found in the step (see ``_tap_list``)."""
 
-    ``side`` is the parameter operand's position, ``leaf`` its index among the
-    parameter leaves, and ``source`` the index of the other operand among the
-    carry and input leaves when it is one of them (else None: it is recorded).
+    params: dict  # the dot_general's parameters
+    side: int  # position of the parameter operand
+    leaf: int  # index of the parameter among the flat parameter leaves
+    source: int | None  # index of the other operand among the carry and input leaves, if it is one
+    leader: int | None = None  # for the second of a pair of taps summed by one ``add``: the first
+    follower: int | None = None  # for the first of such a pair: the second
+
+
+def _tap_list(jaxpr, origins, base: int = 0) -> list[_Tap]:
+    """The taps of ``jaxpr`` in evaluation order, recursing into nested ``jit`` calls.
+
+    Two taps whose outputs meet only in one ``add`` (``W_in x + W_rec h``) form
+    a pair: they share one recorded value (their sum) and one cotangent stack.
     """
     origin = {v: o for v, o in zip(jaxpr.invars, origins) if o is not None}
-    taps = []
+    taps: list[_Tap] = []
+    out_index = {}  # tap output var -> global tap index (this level)
+    uses: dict = {}
+    for v in jaxpr.outvars:
+        if isinstance(v, Var):
+            uses[v] = uses.get(v, 0) + 1
     for eqn in jaxpr.eqns:
+        for v in eqn.invars:
+            if isinstance(v, Var):
+                uses[v] = uses.get(v, 0) + 1
         side = _tap_side(eqn, origin)
         if side is not None:
             other = eqn.invars[1 - side]
             src = origin.get(other) if isinstance(other, Var) else None
-            taps.append((eqn.params, side, origin[eqn.invars[side]][1], src[1] if src is not None else None))
+            out_index[eqn.outvars[0]] = base + len(taps)
+            taps.append(_Tap(eqn.params, side, origin[eqn.invars[side]][1], src[1] if src is not None else None))
         elif eqn.primitive.name in _CALL_PRIMITIVES and "jaxpr" in eqn.params:
             inner = eqn.params["jaxpr"]
             inner_origins = [origin.get(v) if isinstance(v, Var) else None for v in eqn.invars]
-            taps.extend(_tap_list(getattr(inner, "jaxpr", inner), inner_origins))
+            taps.extend(_tap_list(getattr(inner, "jaxpr", inner), inner_origins, base + len(taps)))
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name not in ("add", "add_any") or not all(isinstance(v, Var) for v in eqn.invars):
+            continue
+        a, b = eqn.invars
+        if a is b or a not in out_index or b not in out_index or uses[a] != 1 or uses[b] != 1:
+            continue
+        if a.aval.shape != b.aval.shape or a.aval.dtype != b.aval.dtype:
+            continue
+        i, j = sorted((out_index[a], out_index[b]))
+        if taps[i - base].leader is None and taps[i - base].follower is None and taps[j - base].follower is None:
+            taps[i - base] = taps[i - base]._replace(follower=j)
+            taps[j - base] = taps[j - base]._replace(leader=i)
     return taps

@@ -164,17 +164,23 @@ def hidden_grad_norms(
       carry: initial carry; default ``cell.initial_carry()``.
 
     Returns:
-      ``norms: (time,)``, real. Pure and jittable.
+      ``norms: (time,)``, real. Pure and jittable. Called eagerly it compiles
+      once per ``(cell, loss_fn)`` pair (both are static): reuse the same
+      ``loss_fn`` object, or call it inside your own ``jax.jit``, when
+      monitoring repeatedly.
 
     References:
       Pascanu, Mikolov & Bengio, ICML 2013, eq. 5.
     """
     xs, carry = _prepare(cell, params, xs, carry)
+    try:
+        hash(loss_fn)
+    except TypeError:  # an unhashable callable cannot be a static jit argument: run un-jitted
+        return _hidden_grad_norms_impl(cell, loss_fn, params, xs, carry)
     return _hidden_grad_norms(cell, loss_fn, params, xs, carry)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _hidden_grad_norms(cell, loss_fn, params, xs, carry):
+def _hidden_grad_norms_impl(cell, loss_fn, params, xs, carry):
     time = xs.shape[0]
     deltas = jax.tree.map(lambda c: jnp.zeros((time,) + c.shape, c.dtype), carry)
 
@@ -192,6 +198,9 @@ def _hidden_grad_norms(cell, loss_fn, params, xs, carry):
 
     grads = jax.grad(loss_of_deltas)(deltas)
     return jnp.sqrt(_sq_norm(grads, axis_from=1))
+
+
+_hidden_grad_norms = jax.jit(_hidden_grad_norms_impl, static_argnums=(0, 1))
 
 
 # ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ References:
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -38,10 +39,11 @@ from jax.flatten_util import ravel_pytree
 from rnnjax import _validate as v
 from rnnjax._cells import Cell
 from rnnjax._layers import LinearParams, linear
-from rnnjax._unroll import unroll_batch
+from rnnjax._unroll import unroll, unroll_batch
 from rnnjax.tasks._base import Batch
 
 LOSSES = ("mse", "xent")
+_AUTODIFF = {"backward": "autodiff"} if "backward" in inspect.signature(unroll).parameters else {}
 ONE_TO_MANY_FEEDS = ("state", "input", "both")
 
 
@@ -211,8 +213,12 @@ def run_cell(
     def body(c, inp):
         x, i = inp
         c = jax.lax.stop_gradient(c)
-        lens = jnp.clip(lengths - i * tbptt, 0, tbptt) if masked else None
-        return unroll_batch(cell, params, x, c, lengths=lens)
+        if not masked:
+            return unroll_batch(cell, params, x, c)
+        lens = jnp.clip(lengths - i * tbptt, 0, tbptt)
+        # Traced per-chunk lengths inside this scan trip the fast scan backward
+        # (UnexpectedTracerError in rnnjax._fastgrad); plain autodiff is exact.
+        return unroll_batch(cell, params, x, c, lengths=lens, **_AUTODIFF)
 
     carry, ys = jax.lax.scan(body, carry, (chunks, jnp.arange(n)))
     ys = jnp.swapaxes(ys, 0, 1).reshape(batch, n * tbptt, -1)[:, :time]

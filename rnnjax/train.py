@@ -176,7 +176,7 @@ def make_train_step(
                 loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
                 aux = {}
             new_carry = None
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ok = jnp.isfinite(loss) & all_finite(grads) & all_finite(params) & all_finite(opt_state)

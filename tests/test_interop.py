@@ -81,6 +81,8 @@ def test_from_torch_matches_torch_float32(name):
     assert ys.dtype == jnp.float32
     chex.assert_trees_all_close(ys, out, atol=1e-5, rtol=0)
     chex.assert_trees_all_close(tuple(fs) if name.startswith("lstm") else fs, _final_state_batch_major(st), atol=1e-5, rtol=0)
+    back = to_torch(params, nonlinearity=getattr(m, "nonlinearity", "tanh"))
+    assert all(a.dtype == torch.float32 and torch.equal(a, b) for a, b in zip(back.state_dict().values(), m.state_dict().values()))
 
 
 @pytest.mark.parametrize("name", ["lstm_proj", "gru"])
@@ -332,6 +334,9 @@ def test_flax_errors():
     with pytest.raises(TypeError, match="flax_cell: linen MGUCell is not supported"):
         mgu = nn.MGUCell(H)
         from_flax(mgu, nn.RNN(mgu).init(jax.random.key(0), xs)["params"]["cell"])
+    lstm_vars = nn.RNN(nn.LSTMCell(H)).init(jax.random.key(0), xs)["params"]["cell"]
+    with pytest.raises(ValueError, match=r"flax_params: hi/kernel: expected shape \(5, 5\), got \(4, 4\)"):
+        from_flax(nn.LSTMCell(H + 1), lstm_vars)
     with pytest.raises(ValueError, match="flax_params: a linen cell keeps no weights"):
         from_flax(nn.GRUCell(H))
     with pytest.raises(TypeError, match="flax_cell: expected a flax.linen or flax.nnx"):

@@ -150,3 +150,37 @@ def test_lru_gradients_finite_differences_and_optax():
     chex.assert_trees_all_equal_dtypes(new, params)
     chex.assert_tree_all_finite(new)
     assert loss(new) < loss(params)
+
+
+def test_gradflow_on_lru_complex_carry_closed_form():
+    # Loss on the last output only: ||dL/dc_t|| = sqrt(sum_i |lambda_i|^(2(T-t)) |(C^T w)_i|^2).
+    cell = rnnjax.lru(I, 3, r_min=0.3, r_max=0.95, max_phase=2.0, dtype=jnp.float64)
+    params = cell.init(jax.random.key(8))
+    time = 40
+    xs = jax.random.normal(jax.random.key(9), (time, I), jnp.float64)
+    w = jnp.array([0.5, -1.0, 2.0])
+    norms = rnnjax.gradflow.hidden_grad_norms(cell, params, xs, lambda ys: jnp.sum(w * ys[-1]))
+    mod = np.abs(np.asarray(rnnjax.lru_eigenvalues(params)))
+    g = np.abs(np.asarray(w) @ (np.asarray(params.c_re) + 1j * np.asarray(params.c_im)))
+    t = np.arange(time)[:, None]
+    np.testing.assert_allclose(norms, np.sqrt(np.sum(mod ** (2 * (time - t)) * g**2, axis=1)), rtol=1e-10)
+    # Lyapunov exponents of x' = lambda x + ...: log|lambda_i|, each twice (real and imaginary direction).
+    exps = rnnjax.gradflow.lyapunov_spectrum(cell, params, jnp.zeros((400, I)), transient=100)
+    expected = np.sort(np.repeat(np.log(mod), 2))[::-1]
+    np.testing.assert_allclose(np.sum(exps), np.sum(expected), rtol=1e-8)
+    np.testing.assert_allclose(exps, expected, atol=0.02)
+
+
+def test_gradflow_on_mingru_closed_form():
+    # dL/dh_t = w * prod_{s >= t} a_s with a_s = 1 - z_s; the exponents sum to mean_t sum_i log a_t,i.
+    cell = rnnjax.mingru(I, H, dtype=jnp.float64)
+    params = cell.init(jax.random.key(10))
+    time = 30
+    xs = jax.random.normal(jax.random.key(11), (time, I), jnp.float64)
+    w = jnp.arange(1.0, H + 1)
+    norms = rnnjax.gradflow.hidden_grad_norms(cell, params, xs, lambda ys: jnp.sum(w * ys[-1]))
+    a = np.asarray(cell.linear_recurrence(params, xs)[0])
+    tail = np.cumprod(a[::-1], axis=0)[::-1]  # tail[t] = prod_{s >= t} a_s
+    np.testing.assert_allclose(norms, np.linalg.norm(np.asarray(w) * tail, axis=1), rtol=1e-10)
+    exps = rnnjax.gradflow.lyapunov_spectrum(cell, params, xs)
+    np.testing.assert_allclose(np.sum(exps), np.sum(np.log(a)) / time, rtol=1e-8)

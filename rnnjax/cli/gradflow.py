@@ -80,6 +80,16 @@ def _jsonable(x):
     return x
 
 
+def _geometric_mean(ratio: np.ndarray) -> float:
+    """Geometric mean over seeds; NaN if any is NaN, the median if some underflowed to 0."""
+    if np.any(np.isnan(ratio)):
+        return float("nan")
+    if np.all(ratio > 0):
+        with np.errstate(over="ignore"):
+            return float(np.exp(np.mean(np.log(ratio))))
+    return float(np.median(ratio))
+
+
 def _inputs(args, seed: int, input_size: int, dtype):
     """(xs (T, I), target or None) for one seed."""
     import jax
@@ -194,7 +204,7 @@ def study(args) -> dict:
                 "lyapunov_max_per_seed": lam[sl].tolist(),
                 "nonfinite_fraction": float(np.mean(~finite)),
                 "zero_fraction": float(np.mean(n == 0)),
-                "first_last_ratio": float(np.exp(np.mean(np.log(ratio)))) if np.all(ratio > 0) else float(np.median(ratio)),
+                "first_last_ratio": _geometric_mean(ratio),
                 "first_last_ratio_per_seed": ratio.tolist(),
                 "memory_horizon": float(np.median(horizon[sl])),
                 "diagnostics": gf.summary_dict(diag),

@@ -192,7 +192,8 @@ def _fmt(x):
 class _Progress:
     """A tqdm bar on a terminal; plain lines (about every 10 %) otherwise."""
 
-    def __init__(self, total: int, start: int, stream=sys.stderr):
+    def __init__(self, total: int, start: int, stream=None):
+        stream = sys.stderr if stream is None else stream
         self.stream = stream
         self.total = total
         self.bar = None

@@ -17,7 +17,9 @@ def batched_step(cell: Cell, params, carry, inputs):
     """
     v.check_cell(cell)
     if inputs.ndim < 1 or inputs.shape[-1] != cell.input_size:
-        raise ValueError(f"inputs: expected shape (..., {cell.input_size}) for cell {cell.name!r}, got {tuple(inputs.shape)}")
+        raise ValueError(
+            f"inputs: expected shape (..., {cell.input_size}) for cell {cell.name!r}, got {tuple(inputs.shape)}"
+        )
     step = cell.step
     for _ in range(inputs.ndim - 1):
         step = jax.vmap(step, in_axes=(None, 0, 0))

@@ -52,7 +52,9 @@ def _linen_variables(flax_params, name="flax_params") -> dict:
     try:
         params = flax_params["params"] if "params" in flax_params else flax_params
     except TypeError as err:
-        raise TypeError(f"{name}: expected the linen variables dict {{'params': ...}}, got {type(flax_params).__name__}") from err
+        raise TypeError(
+            f"{name}: expected the linen variables dict {{'params': ...}}, got {type(flax_params).__name__}"
+        ) from err
     return params
 
 
@@ -112,14 +114,17 @@ def from_flax(flax_cell, flax_params=None) -> tuple[Cell, Any]:
 
 
 def _lstm_from_blocks(ks_in, ks_rec, bs, features):
-    w_in = jnp.concatenate([k.T for k in ks_in], axis=0)
-    w_rec = jnp.concatenate([k.T for k in ks_rec], axis=0)
-    b = jnp.concatenate(bs)
+    i_size = int(ks_in[0].shape[0])
     for k, where in zip(ks_rec, ("hi", "hf", "hg", "ho")):
         _check_kernel(k, (features, features), f"flax_params: {where}/kernel")
     for k, where in zip(ks_in, ("ii", "if", "ig", "io")):
-        _check_kernel(k, (w_in.shape[1], features), f"flax_params: {where}/kernel")
-    cell = lstm(int(w_in.shape[1]), features, forget_bias=0.0, dtype=w_in.dtype)
+        _check_kernel(k, (i_size, features), f"flax_params: {where}/kernel")
+    for k, where in zip(bs, ("hi", "hf", "hg", "ho")):
+        _check_kernel(k, (features,), f"flax_params: {where}/bias")
+    w_in = jnp.concatenate([k.T for k in ks_in], axis=0)
+    w_rec = jnp.concatenate([k.T for k in ks_rec], axis=0)
+    b = jnp.concatenate(bs)
+    cell = lstm(i_size, features, forget_bias=0.0, dtype=w_in.dtype)
     return cell, LSTMParams(w_in, w_rec, b)
 
 
@@ -155,7 +160,9 @@ def _from_linen(flax_cell, p):
     if isinstance(flax_cell, nn.SimpleCell):
         return _simple(flax_cell, _get(p, "i", "kernel", "flax_params"), _get(p, "i", "bias", "flax_params"),
                        _get(p, "h", "kernel", "flax_params"), flax_cell.features)
-    raise TypeError(f"flax_cell: linen {name} is not supported; expected LSTMCell, OptimizedLSTMCell, GRUCell or SimpleCell")
+    raise TypeError(
+        f"flax_cell: linen {name} is not supported; expected LSTMCell, OptimizedLSTMCell, GRUCell or SimpleCell"
+    )
 
 
 def _simple(flax_cell, k_in, b, k_rec, features):
@@ -189,12 +196,14 @@ def _from_nnx(m):
         _activation_name(m.activation_fn, "flax_cell.activation_fn", ("tanh",))
         w_in, w_rec = _nnx_value(m.dense_i.kernel).T, _nnx_value(m.dense_h.kernel).T
         b = _nnx_value(m.dense_i.bias)
-        return gru(int(w_in.shape[1]), m.hidden_features, dtype=w_in.dtype), GRUParams(w_in, w_rec, b, jnp.zeros_like(b))
+        cell = gru(int(w_in.shape[1]), m.hidden_features, dtype=w_in.dtype)
+        return cell, GRUParams(w_in, w_rec, b, jnp.zeros_like(b))
     if isinstance(m, nnx.SimpleCell):
         return _simple(m, _nnx_value(m.dense_i.kernel), _nnx_value(m.dense_i.bias), _nnx_value(m.dense_h.kernel),
                        m.hidden_features)
     raise TypeError(
-        f"flax_cell: NNX {type(m).__name__} is not supported; expected LSTMCell, OptimizedLSTMCell, GRUCell or SimpleCell"
+        f"flax_cell: NNX {type(m).__name__} is not supported; "
+        "expected LSTMCell, OptimizedLSTMCell, GRUCell or SimpleCell"
     )
 
 
@@ -249,7 +258,9 @@ def to_flax(cell: Cell, params, flax_cell=None) -> tuple[Any, Any]:
     if isinstance(params, LSTMParams):
         kind = "lstm"
         if params.w_proj is not None:
-            raise ValueError(f"params.w_proj: Flax LSTM cells have no projection; got w_proj {tuple(params.w_proj.shape)}")
+            raise ValueError(
+                f"params.w_proj: Flax LSTM cells have no projection; got w_proj {tuple(params.w_proj.shape)}"
+            )
         h = params.w_in.shape[0] // 4
     elif isinstance(params, GRUParams):
         kind = "gru"
@@ -277,7 +288,8 @@ def to_flax(cell: Cell, params, flax_cell=None) -> tuple[Any, Any]:
     if isinstance(flax_cell, nn.Module):
         want = {"lstm": (nn.LSTMCell, nn.OptimizedLSTMCell), "gru": (nn.GRUCell,), "elman": (nn.SimpleCell,)}[kind]
         if not isinstance(flax_cell, want):
-            raise TypeError(f"flax_cell: expected {' or '.join(c.__name__ for c in want)} for {kind} params, got {type(flax_cell).__name__}")
+            names = " or ".join(c.__name__ for c in want)
+            raise TypeError(f"flax_cell: expected {names} for {kind} params, got {type(flax_cell).__name__}")
         if flax_cell.features != h:
             raise ValueError(f"flax_cell.features: expected {h} (the hidden size of params), got {flax_cell.features}")
         _check_target_functions(flax_cell, kind, act if kind == "elman" else None)
@@ -329,7 +341,8 @@ def _to_nnx(kind, p, h, i_size, target, act):
 
     want = {"lstm": (nnx.LSTMCell, nnx.OptimizedLSTMCell), "gru": (nnx.GRUCell,), "elman": (nnx.SimpleCell,)}[kind]
     if not isinstance(target, want):
-        raise TypeError(f"flax_cell: expected nnx {' or '.join(c.__name__ for c in want)} for {kind} params, got {type(target).__name__}")
+        names = " or ".join(c.__name__ for c in want)
+        raise TypeError(f"flax_cell: expected nnx {names} for {kind} params, got {type(target).__name__}")
     if (target.in_features, target.hidden_features) != (i_size, h):
         raise ValueError(
             f"flax_cell: expected in_features={i_size}, hidden_features={h} (from params), "

@@ -119,7 +119,9 @@ def _build_fn(spec: TorchSpec, dtype) -> Callable:
     def to_carry(state):
         if lstm_mode:
             if not (isinstance(state, (tuple, list)) and len(state) == 2):
-                raise ValueError(f"state: expected a pair (h_0 {h_shape}, c_0 {c_shape}) for an LSTM, got {type(state).__name__}")
+                raise ValueError(
+                    f"state: expected a pair (h_0 {h_shape}, c_0 {c_shape}) for an LSTM, got {type(state).__name__}"
+                )
             h0, c0 = jnp.asarray(state[0]), jnp.asarray(state[1])
             if h0.shape != h_shape or c0.shape != c_shape:
                 raise ValueError(f"state: expected (h_0 {h_shape}, c_0 {c_shape}), got ({h0.shape}, {c0.shape})")
@@ -127,7 +129,9 @@ def _build_fn(spec: TorchSpec, dtype) -> Callable:
         else:
             h0 = jnp.asarray(state)
             if h0.shape != h_shape:
-                raise ValueError(f"state: expected h_0 of shape {h_shape} (num_layers * directions, hidden), got {h0.shape}")
+                raise ValueError(
+                    f"state: expected h_0 of shape {h_shape} (num_layers * directions, hidden), got {h0.shape}"
+                )
             per = [h0[j] for j in range(l_ * d_)]
         return tuple(tuple(per[k * d_ : (k + 1) * d_]) if spec.bidirectional else per[k] for k in range(l_))
 
@@ -307,11 +311,15 @@ def _spec_of_params(params, nonlinearity: str, batch_first: bool, bias: bool | N
     for k, p in enumerate(params):
         if isinstance(p, BidirectionalParams) != bidir:
             raise ValueError(f"params[{k}]: expected {'' if bidir else 'no '}BidirectionalParams, as params[0]")
-        for d, (q, where) in enumerate(
-            zip((p.forward, p.backward) if bidir else (p,), (f"params[{k}].forward", f"params[{k}].backward") if bidir else (f"params[{k}]",))
-        ):
+        if bidir:
+            directions = ((p.forward, f"params[{k}].forward"), (p.backward, f"params[{k}].backward"))
+        else:
+            directions = ((p, f"params[{k}]"),)
+        for q, where in directions:
             if _layer_type(q) != mode:
-                raise TypeError(f"{where}: expected {_PARAM_TYPES[mode].__name__} (as params[0]), got {type(q).__name__}")
+                raise TypeError(
+                    f"{where}: expected {_PARAM_TYPES[mode].__name__} (as params[0]), got {type(q).__name__}"
+                )
             expect = {
                 "w_in": (g * h, spec.layer_input(k)),
                 "w_rec": (g * h, out),
@@ -327,7 +335,9 @@ def _spec_of_params(params, nonlinearity: str, batch_first: bool, bias: bool | N
                         raise ValueError(f"{where}.w_proj: expected shape {shape} (as params[0]), got None")
                     continue
                 if shape is None:
-                    raise ValueError(f"{where}.w_proj: expected None (params[0] has no projection), got {tuple(value.shape)}")
+                    raise ValueError(
+                        f"{where}.w_proj: expected None (params[0] has no projection), got {tuple(value.shape)}"
+                    )
                 if tuple(value.shape) != shape:
                     raise ValueError(f"{where}.{field}: expected shape {shape}, got {tuple(value.shape)}")
             if mode != "GRU" and q.b_rec is not None:
@@ -373,7 +383,9 @@ def to_torch(params, module=None, *, nonlinearity: str = "tanh", batch_first: bo
     np_dtype = np.dtype(jax.tree.leaves(params)[0].dtype)
     torch_dtype = torch.bfloat16 if np_dtype == jnp.bfloat16 else torch.from_numpy(np.zeros(0, np_dtype)).dtype
     if module is None:
-        kwargs = dict(num_layers=spec.num_layers, bias=spec.bias, batch_first=spec.batch_first, bidirectional=spec.bidirectional)
+        kwargs = dict(
+            num_layers=spec.num_layers, bias=spec.bias, batch_first=spec.batch_first, bidirectional=spec.bidirectional
+        )
         if spec.mode == "RNN":
             module = torch.nn.RNN(spec.input_size, spec.hidden_size, nonlinearity=spec.nonlinearity, **kwargs)
         elif spec.mode == "LSTM":
@@ -384,7 +396,11 @@ def to_torch(params, module=None, *, nonlinearity: str = "tanh", batch_first: bo
     else:
         target = _spec_of_module(module)
         if target != spec:
-            diff = {f: (getattr(target, f), getattr(spec, f)) for f in TorchSpec._fields if getattr(target, f) != getattr(spec, f)}
+            diff = {
+                f: (getattr(target, f), getattr(spec, f))
+                for f in TorchSpec._fields
+                if getattr(target, f) != getattr(spec, f)
+            }
             raise ValueError(
                 "module: does not match params; differing (module, params): "
                 + ", ".join(f"{f}={a!r} vs {b!r}" for f, (a, b) in diff.items())
@@ -396,7 +412,10 @@ def to_torch(params, module=None, *, nonlinearity: str = "tanh", batch_first: bo
             src = torch.zeros_like(t)
         else:
             arr = np.asarray(value)
-            src = torch.from_numpy(arr.astype(np.float32)).to(torch.bfloat16) if arr.dtype == jnp.bfloat16 else torch.from_numpy(arr.copy())
+            if arr.dtype == jnp.bfloat16:  # numpy has no bfloat16 for torch: go through float32 (exact)
+                src = torch.from_numpy(arr.astype(np.float32)).to(torch.bfloat16)
+            else:
+                src = torch.from_numpy(arr.copy())
         with torch.no_grad():
             t.copy_(src.to(t.dtype))
 

@@ -67,7 +67,9 @@ class RNNCell(nnx.RNNCellBase):
         """The cell's zero carry broadcast to ``input_shape[:-1]`` (``rngs``/``carry_init`` unused)."""
         del rngs
         if carry_init is not None:
-            raise ValueError("carry_init: not supported; rnnjax cells start from cell.initial_carry() (pass a carry instead)")
+            raise ValueError(
+                "carry_init: not supported; rnnjax cells start from cell.initial_carry() (pass a carry instead)"
+            )
         return batched_carry(self.cell, input_shape)
 
     @property
