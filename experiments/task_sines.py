@@ -36,7 +36,7 @@ class Config:
     hidden: int = 64
     seq_len: int = 100
     batch_size: int = 32
-    steps: int = 1000
+    steps: int = 2000
     lr: float = 3e-3
     clip: float = 1.0
     seed: int = 0

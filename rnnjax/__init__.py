@@ -37,6 +37,7 @@ from rnnjax._unroll import unroll, unroll_batch
 from rnnjax import checkpoint, models, train
 from rnnjax.models import Model, many_to_many, many_to_one, one_to_many, seq2seq
 from rnnjax.train import Trainer, TrainState, make_optimizer, make_train_step, make_trainer
+from rnnjax import distributed, sweep  # scale: data parallelism across devices/hosts, vmapped sweeps
 
 __version__ = "0.1.0"
 
@@ -92,4 +93,7 @@ __all__ = [
     "one_to_many",
     "seq2seq",
     "train",
+    # scale (rnnjax.distributed, rnnjax.sweep)
+    "distributed",
+    "sweep",
 ]

@@ -26,6 +26,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any, NamedTuple
 
@@ -257,6 +258,10 @@ def deer_unroll(cell, params, xs, carry, *, length=None, reverse=False, **option
         raise ValueError(f"tol: expected a positive number, got {tol!r}")
 
     time = xs.shape[0]
+    if time == 0:  # nothing to solve: the scan's empty outputs and the initial carry
+        final, ys = jax.lax.scan(functools.partial(cell.step, params), carry, xs)
+        info = DeerInfo(jnp.int32(0), jnp.zeros((), rdtype), jnp.array(True))
+        return (final, ys, info) if return_info else (final, ys)
     t = jnp.arange(time)
     n_valid = time if length is None else jnp.clip(length, 0, time)
     valid = t < n_valid

@@ -29,6 +29,13 @@ transpose of step 2 is the single weight-gradient matmul after the loop.
 Forward mode, ``vmap`` and higher-order derivatives keep working because
 everything stays a JAX transformation of a ``custom_jvp``.
 
+Memory: the pointwise part is rematerialised in the backward loop (from the
+recorded carries and tap outputs), and two taps that meet only in one ``add``
+(``W_in x + W_rec h``) share one recorded sum and one cotangent stack, so the
+fast path stores less than plain autodiff (``benchmarks/memory.py``). Steps
+with no parameter matmul fall back to plain autodiff; matmuls inside nested
+control flow (``cond``, inner ``scan``) are not taps and stay in the loop.
+
 Values and gradients equal plain autodiff up to float summation order
 (``tests/test_fastgrad.py`` checks every built-in cell and a user cell in
 float64).

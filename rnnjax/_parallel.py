@@ -12,6 +12,7 @@ so all T states come out of a parallel prefix scan in O(log T) depth
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -99,6 +100,8 @@ def associative_unroll(cell, params, xs, carry, *, length=None, reverse=False, *
             "for Newton iterations that are parallel over time"
         )
     time = xs.shape[0]
+    if time == 0:  # nothing to scan: the scan's empty outputs and the initial carry
+        return jax.lax.scan(functools.partial(cell.step, params), carry, xs)
     a, b, readout = cell.linear_recurrence(params, xs)
     _check_coefficients(cell, a, b, carry, time)
     # Keep the carry's dtype (e.g. complex) where the coefficients are narrower.

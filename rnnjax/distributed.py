@@ -407,11 +407,13 @@ def initialize_from_env() -> bool:
 
 
 # ---------------------------------------------------------------------------------------- command line
-def add_device_arguments(parser, *, what: str = "batch") -> None:
-    """Add ``--devices N`` and the multi-host flags ``--coordinator``, ``--num-processes``, ``--process-id``."""
+def add_device_arguments(parser, *, what: str = "batch", multihost: bool = True) -> None:
+    """Add ``--devices N`` and (``multihost``) the flags ``--coordinator``, ``--num-processes``, ``--process-id``."""
     parser.add_argument("--devices", type=int, default=1, metavar="N",
-                        help=f"split the {what} over N devices (data parallelism; on CPU each device is one "
-                        "core's thread). Default 1")
+                        help=f"split the {what} over N devices (on CPU each device is one core's thread). Default 1")
+    if not multihost:
+        parser.set_defaults(coordinator=None, num_processes=None, process_id=None)
+        return
     parser.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                         help="multi-host: address of process 0 (with --num-processes and --process-id; or the "
                         "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID variables)")
@@ -419,7 +421,8 @@ def add_device_arguments(parser, *, what: str = "batch") -> None:
     parser.add_argument("--process-id", type=int, default=None, metavar="I", help="multi-host: this process, 0..P-1")
 
 
-def mesh_from_args(args, *, batch_size: int | None = None, flag: str = "--batch-size") -> Mesh | None:
+def mesh_from_args(args, *, batch_size: int | None = None, flag: str = "--batch-size",
+                   multihost: bool = True) -> Mesh | None:
     """Join a multi-host run and build the mesh that ``--devices`` asks for; call before any JAX operation.
 
     Args:
@@ -427,6 +430,7 @@ def mesh_from_args(args, *, batch_size: int | None = None, flag: str = "--batch-
       batch_size: the size that must split over the devices (checked here, so
         the error comes before any work), or None.
       flag: the flag that sets ``batch_size`` (named in the error).
+      multihost: join a multi-host run from the flags or the ``JAX_COORDINATOR_ADDRESS`` variables.
 
     Returns:
       None for ``--devices 1`` in a single process (plain one-device code),
@@ -443,18 +447,25 @@ def mesh_from_args(args, *, batch_size: int | None = None, flag: str = "--batch-
         raise CLIError(f"--devices: expected a positive integer, got {devices}")
     multi = [args.coordinator, args.num_processes, args.process_id]
     try:
+        processes = 1
         if any(x is not None for x in multi):
             if any(x is None for x in multi):
                 raise CLIError("--coordinator, --num-processes, --process-id: give all three for a multi-host run")
             initialize(args.coordinator, args.num_processes, args.process_id)
-        elif not initialize_from_env() and devices == 1:
+            processes = args.num_processes
+        elif multihost and initialize_from_env():
+            processes = int(os.environ["JAX_NUM_PROCESSES"])
+        if devices == 1 and processes == 1:
             return None
+        if devices % processes:
+            raise CLIError(f"--devices: {devices} does not split over {processes} processes; expected a multiple "
+                           f"of {processes} (every host contributes the same number of devices)")
         if batch_size is not None and batch_size % devices:
             lower, upper = (batch_size // devices) * devices, (batch_size // devices + 1) * devices
             options = f"{lower} or {upper}" if lower else f"{upper}"
             raise CLIError(f"{flag}: {batch_size} is not divisible by --devices {devices} "
                            f"(use {flag} {options}, or another --devices)")
-        request_host_devices(devices)
+        request_host_devices(-(-devices // processes))  # CPU: this host's share of the devices
         return batch_mesh(devices)
     except ValueError as err:
         message = str(err).splitlines()[0]

@@ -111,8 +111,8 @@ def run_sweep(
     Args:
       configs: ``RunConfig``s that differ only in ``init_gain``, ``seed`` and
         ``lr`` (e.g. from ``grid``). Their ``steps`` are run in one ``lax.scan``.
-      mesh: optional one-axis mesh (``run_mesh``); the run axis is split over
-        its devices (runs are padded with copies of the last one to a multiple
+      mesh: optional one-axis mesh (``run_mesh``, or any one-axis mesh such as
+        ``rnnjax.distributed.batch_mesh``); the run axis is split over its devices (runs are padded with copies of the last one to a multiple
         of the device count; the copies are dropped).
       log: optional ``print``-like callback for progress lines.
 
@@ -147,9 +147,10 @@ def run_sweep(
     # ---- eval sets by seed (the task's seed fixes its evaluation set); training data must not depend on it
     seeds = list(dict.fromkeys(c.seed for c in configs))
     tasks = {s: get_task(base.task, seq_len=base.seq_len, seed=s, **dict(base.task_options)) for s in seeds}
-    probe = trainer.task.sample(jax.random.key(0), 2)
-    for s, task in tasks.items():
-        if not _trees_equal(task.sample(jax.random.key(0), 2), probe):
+    samplers = [trainer.task.sample] + [task.sample for task in tasks.values()]
+    probes = jax.jit(lambda key: [sample(key, 2) for sample in samplers])(jax.random.key(0))
+    for s, probe in zip(tasks, probes[1:]):
+        if not _trees_equal(probe, probes[0]):
             raise ValueError(f"configs: task {base.task!r} draws different training data for seed {s}; "
                              "sweep its seeds as separate sweeps")
 
@@ -163,11 +164,12 @@ def run_sweep(
     n = len(configs)
     pad = 0
     if mesh is not None:
-        d = mesh.shape[RUN_AXIS]
-        pad = (-n) % d
+        if len(mesh.axis_names) != 1:
+            raise ValueError(f"mesh: expected a one-axis mesh (run_mesh), got axes {mesh.axis_names}")
+        pad = (-n) % mesh.size
         if pad:
             states, eval_batches = (jax.tree.map(lambda x: _pad_runs(x, pad), t) for t in (states, eval_batches))
-        sharding = NamedSharding(mesh, PartitionSpec(RUN_AXIS))
+        sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
         states, eval_batches = jax.device_put((states, eval_batches), sharding)
         in_shardings, out_shardings = (sharding,), (sharding, sharding)
     else:

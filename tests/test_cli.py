@@ -9,7 +9,7 @@ import pytest
 from rnnjax import checkpoint as ckpt
 from rnnjax.cli import main
 
-TINY = ["--task", "adding", "--cell", "gru", "--hidden", "4", "--seq-len", "6", "--batch-size", "4",
+TINY = ["--task", "adding", "--cell", "elman-tanh", "--hidden", "4", "--seq-len", "6", "--batch-size", "4",
         "--lr", "1e-2", "--clip", "1.0", "--seed", "3", "--task-option", "eval_size=64"]
 
 
@@ -47,7 +47,7 @@ def test_train_outputs_and_bitwise_resume_after_kill(tmp_path, monkeypatch, caps
     for key in ("task", "cell", "steps", "eval", "skipped_steps", "wall_time_s"):
         assert key in summary
     assert set(summary["eval"]) >= {"loss", "baseline_loss", "accuracy"}
-    assert summary["task"] == "adding" and summary["cell"] == "gru" and summary["steps"] == 18
+    assert summary["task"] == "adding" and summary["cell"] == "elman-tanh" and summary["steps"] == 18
     assert summary["eval"]["baseline_loss"] == pytest.approx(1 / 6) and summary["eval"]["accuracy"] is None
     assert summary["skipped_steps"] == 0 and summary["status"] == "completed"
     rows = _lines(os.path.join(full, "metrics.jsonl"))
@@ -55,7 +55,7 @@ def test_train_outputs_and_bitwise_resume_after_kill(tmp_path, monkeypatch, caps
     assert set(rows[0]) >= {"step", "loss", "grad_norm", "skipped", "wall_time_s"}
     assert [r["step"] for r in _lines(os.path.join(full, "eval.jsonl"))] == [6, 12, 18]
     config = _json(os.path.join(full, "config.json"))
-    assert config["cell"] == "gru" and config["hidden"] == 4 and config["lr"] == 1e-2
+    assert config["cell"] == "elman-tanh" and config["hidden"] == 4 and config["lr"] == 1e-2
     err = capsys.readouterr().err
     assert "eval step 18: loss" in err and "(baseline 0.1667)" in err  # plain lines when not a TTY
 
@@ -110,7 +110,7 @@ def test_train_outputs_and_bitwise_resume_after_kill(tmp_path, monkeypatch, caps
 
 def test_diverging_run_stops_cleanly_with_finite_checkpoint(tmp_path, capsys):
     out = str(tmp_path / "div")
-    args = ["train", "--task", "adding", "--cell", "irnn", "--hidden", "8", "--seq-len", "30", "--batch-size", "4",
+    args = ["train", "--task", "adding", "--cell", "irnn", "--hidden", "16", "--seq-len", "20", "--batch-size", "4",
             "--lr", "1e4", "--clip", "0", "--steps", "40", "--max-skips", "5", "--task-option", "eval_size=16",
             "--out", out]
     assert main(args) == 1
@@ -175,7 +175,7 @@ def test_charlm_streaming_tbptt_and_sample(tmp_path, capsys):
     text = tmp_path / "text.txt"
     text.write_text("the quick brown fox jumps over the lazy dog. " * 40)
     out = str(tmp_path / "lm")
-    assert main(["train", "--task", "charlm", "--text", str(text), "--cell", "lstm", "--hidden", "8", "--seq-len", "8",
+    assert main(["train", "--task", "charlm", "--text", str(text), "--cell", "elman-tanh", "--hidden", "8", "--seq-len", "8",
                  "--batch-size", "4", "--steps", "6", "--tbptt", "4", "--lr", "1e-2", "--out", out]) == 0
     summary = _json(os.path.join(out, "summary.json"))
     assert summary["eval"]["accuracy"] is not None and summary["eval"]["baseline_loss"] > 0
@@ -185,3 +185,18 @@ def test_charlm_streaming_tbptt_and_sample(tmp_path, capsys):
     assert sample.startswith("the ") and len(sample) == 34
     assert set(sample) <= set("the quick brown fox jumps over the lazy dog.")
     assert main(["sample", "--out", str(tmp_path / "nothing")]) == 2
+
+
+def test_demo_tiny(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--steps", "4", "--eval-every", "2", "--seq-len", "5", "--hidden", "4", "--batch-size", "4",
+                 "--cells", "elman-tanh", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "final MSE" in text and "|dL/dh_0| start" in text and "elman-tanh" in text
+    data = _json(out / "demo.json")
+    assert set(data["results"]) == {"elman-tanh"}
+    for r in data["results"].values():
+        assert [s for s, _ in r["eval_curve"]] == [0, 2, 4] and len(r["train_loss"]) == 4
+        assert r["grad_norm_first_step_start"] > 0
+    assert (out / "learning_curves.png").stat().st_size > 1000
+    assert main(["demo", "--cells", "nope", "--out", str(out)]) == 2

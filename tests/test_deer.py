@@ -135,3 +135,14 @@ def test_deer_rejects_bad_options():
         rnnjax.unroll(cell, params, xs, method="deer", on_failure="ignore")
     with pytest.raises(ValueError, match="tol"):
         rnnjax.unroll(cell, params, xs, method="deer", tol=-1.0)
+
+
+def test_deer_batched_lengths_and_info():
+    cell = rnnjax.gru(I, 3, dtype=jnp.float64)
+    params, _, _ = _setup(cell, 1)
+    xs = jax.random.normal(jax.random.key(4), (3, 50, I), jnp.float64)
+    lengths = jnp.array([50, 10, 0])
+    final, ys, info = rnnjax.unroll_batch(cell, params, xs, lengths=lengths, method="deer", return_info=True)
+    chex.assert_trees_all_close((final, ys), rnnjax.unroll_batch(cell, params, xs, lengths=lengths), atol=1e-9, rtol=0)
+    chex.assert_shape([info.iterations, info.residual, info.converged], (3,))
+    assert bool(jnp.all(info.converged)) and int(info.iterations[2]) == 0

@@ -119,3 +119,11 @@ def test_associative_rejects_options_and_bad_coefficients():
     broken = cell._replace(linear_recurrence=bad, name="broken")
     with pytest.raises(ValueError, match="broken.*a leaves must have shape"):
         rnnjax.unroll(broken, params, xs, method="associative")
+
+
+@pytest.mark.parametrize("method", ["associative", "deer"])
+def test_empty_sequence_returns_initial_carry(method):
+    cell, params, _, carry = _setup("lru")
+    final, ys = rnnjax.unroll(cell, params, jnp.zeros((0, I)), carry, method=method)
+    chex.assert_trees_all_equal(final, carry)
+    chex.assert_shape(ys, (0, H))

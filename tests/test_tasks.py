@@ -304,6 +304,9 @@ def test_charlm_windows_vocab_and_codec(text_file):
     ev = task.eval_batch()
     evx = info["decode"](np.argmax(np.asarray(ev.inputs), -1))
     assert evx == text[n_train : n_train + 10 * 20]  # consecutive windows of the evaluation split
+    long = get_task("charlm", seq_len=20, text_file=path, eval_size=3, eval_seq_len=50).eval_batch()
+    chex.assert_shape(long.targets, (3, 50))
+    assert info["decode"](long.targets) == text[n_train + 1 : n_train + 151]
 
 
 def test_charlm_stream_is_contiguous(text_file):

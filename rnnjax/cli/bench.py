@@ -1,7 +1,8 @@
 """``rnnjax bench``: run the benchmark suite (training step, compile time, memory) and write its tables.
 
 The suite lives in the repository's ``benchmarks/`` folder (``train_step.py``,
-``compile_time.py``, ``memory.py``); this command runs them in one process
+``compile_time.py``, ``memory.py``, ``parallel_scan.py`` — sequential against
+associative scan and DEER); this command runs them in one process
 with the same settings for every implementation compared: the glibc
 allocator tuned at run time (``--allocator tuned``, the default; see
 ``benchmarks/common.py``) and one JAX CPU host device per core
@@ -17,7 +18,9 @@ import sys
 
 from rnnjax.cli import CLIError
 
-SUITE = ("train_step", "compile_time", "memory")
+SUITE = ("train_step", "compile_time", "memory", "parallel_scan")
+# Benchmarks driven through their own command line (``main(argv)``): name -> (full argv, quick argv).
+_MAIN_ARGS = {"parallel_scan": ([], ["--lengths", "100", "1000", "--repeats", "3"])}
 
 
 def _benchmarks_dir() -> str:
@@ -82,8 +85,14 @@ def handle(args) -> int:
     out = common.out_dir(args.out)
     command = ["rnnjax", "bench", *(["--quick"] if args.quick else []), "--out", args.out]
     for name in args.only:
+        if not os.path.isfile(os.path.join(directory, f"{name}.py")):
+            raise CLIError(f"--only: benchmarks/{name}.py is missing from {directory}")
         module = _load(directory, name)
         print(f"== {name}", flush=True)
+        if name in _MAIN_ARGS:
+            full, quick = _MAIN_ARGS[name]
+            module.main([*(quick if args.quick else full), "--out", out])
+            continue
         config = module.Config()
         if name == "train_step" and args.no_torch:
             config = type(config)(**{**vars(config), "torch": False})

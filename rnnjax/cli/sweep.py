@@ -56,7 +56,7 @@ def register(subparsers) -> None:
                    help="extra task option (as for rnnjax train), repeatable")
     p.add_argument("--text", default=None, metavar="FILE", help="text file for the charlm task")
     p.add_argument("--out", required=True, help="output directory (must be new or empty)")
-    add_device_arguments(p, what="runs of the sweep")
+    add_device_arguments(p, what="runs of the sweep (single host)", multihost=False)
     p.set_defaults(func=sweep_command)
 
 
@@ -122,12 +122,11 @@ def sweep_command(args) -> int:
         raise CLIError(f"--out: {out} is not a new or empty directory; choose another")
     from rnnjax.distributed import mesh_from_args  # before the first JAX operation
 
-    dist_mesh = mesh_from_args(args)
+    mesh = mesh_from_args(args, multihost=False)
     import jax
 
     from rnnjax import sweep as sw
 
-    mesh = None if dist_mesh is None else jax.sharding.Mesh(dist_mesh.devices, (sw.RUN_AXIS,))
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     log(f"sweep: {len(configs)} runs ({args.task}, {args.cell}, {args.steps} steps each)")
     try:

