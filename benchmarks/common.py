@@ -139,13 +139,22 @@ def _percentile(values: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], *, repeats: int = 15, warmup: int = 2) -> dict:
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], *, repeats: int = 15, warmup: int = 2, budget_s: float = 20.0
+) -> dict:
     """Time zero-argument callables round-robin; each must block until its result is ready.
+
+    The order rotates every round, so each implementation follows each other
+    one equally often (threads of the previous one, e.g. OpenMP's spinning
+    workers, cannot favour or penalise a fixed neighbour).
 
     Args:
       fns: name -> callable (already compiled; one call = one training step).
       repeats: timed rounds.
       warmup: untimed rounds first.
+      budget_s: an implementation whose timed calls have taken this long in
+        total drops out of later rounds once it has 3 samples (its ``n`` says
+        how many it got), so one pathological row cannot stall a run.
 
     Returns:
       name -> ``{"median_ms", "p25_ms", "p75_ms", "min_ms", "cpu_median_ms", "n"}``.
@@ -155,8 +164,12 @@ def time_interleaved(fns: dict[str, Callable[[], object]], *, repeats: int = 15,
             fn()
     wall = {k: [] for k in fns}
     cpu = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            fn = fns[name]
+            if len(wall[name]) >= 3 and sum(wall[name]) > 1e3 * budget_s:
+                continue
             c0, t0 = time.process_time(), time.perf_counter()
             fn()
             wall[name].append(1e3 * (time.perf_counter() - t0))
@@ -168,7 +181,7 @@ def time_interleaved(fns: dict[str, Callable[[], object]], *, repeats: int = 15,
             "p75_ms": _percentile(wall[name], 0.75),
             "min_ms": min(wall[name]),
             "cpu_median_ms": statistics.median(cpu[name]),
-            "n": repeats,
+            "n": len(wall[name]),
         }
         for name in fns
     }

@@ -76,10 +76,10 @@ def run(config: Config, quick: bool, out: str | None, settings: dict, command: l
             stats = _peak_bytes(config, time, options)
             peaks[name] = None if stats is None else stats["peak_bytes"]
             results.append({"time": time, "variant": name, **(stats or {})})
-        ratio = peaks["remat"] / peaks["autodiff"] if peaks["autodiff"] else None
-        rows.append([time, *(None if p is None else p / 2**20 for p in peaks.values()), ratio])
+        ratios = [peaks["remat"] / peaks[k] if peaks[k] and peaks["remat"] else None for k in ("fast", "autodiff")]
+        rows.append([time, *(None if p is None else p / 2**20 for p in peaks.values()), *ratios])
         print(f"T={time}: " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in peaks.items() if v), flush=True)
-    header = ["T", "fast MiB", "autodiff MiB", "remat MiB", "remat / autodiff"]
+    header = ["T", "fast MiB", "autodiff MiB", "remat MiB", "remat / fast", "remat / autodiff"]
     markdown = (
         f"# Peak memory of a training step ({config.cell}, B={config.batch}, I={config.input_size}, "
         f"H={config.hidden}, float32), XLA buffer assignment\n\n"

@@ -13,7 +13,11 @@ everywhere). Implementations, timed interleaved in one process:
   per core), only when there is more than one device and the batch divides;
 - ``flax-<Cell>``: ``flax.linen.RNN`` with ``OptimizedLSTMCell``, ``LSTMCell``,
   ``GRUCell`` or ``SimpleCell``;
-- ``torch``: ``torch.nn.LSTM/GRU/RNN`` (oneDNN on CPU, cuDNN on GPU), optional.
+- ``torch``: ``torch.nn.LSTM/GRU/RNN`` (oneDNN on CPU, cuDNN on GPU), optional, with
+  PyTorch's default thread count, and ``torch-1thread`` (CPU only).
+
+Ratios ``/ torch`` and ``/ best flax`` divide by the fastest PyTorch row and the
+fastest Flax row of the same shape.
 
 Usage::
 
@@ -63,6 +67,7 @@ FLAX_CELLS = {
     "elman-tanh": ("SimpleCell",),
 }
 TORCH_MODULES = {"lstm": "LSTM", "gru": "GRU", "elman-tanh": "RNN"}
+_TORCH_THREADS = None
 
 
 def _rnnjax_steps(name, batch, time, inp, hidden, seed, settings):
@@ -149,7 +154,14 @@ def _torch_steps(name, batch, time, inp, hidden, seed):
     module = getattr(torch.nn, TORCH_MODULES[name])(inp, hidden, batch_first=True, **kwargs).to(device)
     x = torch.randn(batch, time, inp, device=device)
 
-    def step():
+    global _TORCH_THREADS
+    if _TORCH_THREADS is None:
+        _TORCH_THREADS = torch.get_num_threads()  # before any row changes it
+    default_threads = _TORCH_THREADS
+
+    def step(threads=default_threads):
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
         for p in module.parameters():
             p.grad = None
         out, _ = module(x)
@@ -159,8 +171,13 @@ def _torch_steps(name, batch, time, inp, hidden, seed):
             torch.cuda.synchronize()
         return loss
 
-    info = {"device": device, "threads": torch.get_num_threads(), "mkldnn": torch.backends.mkldnn.is_available()}
-    return {"torch": step}, info
+    info = {"device": device, "threads": default_threads, "mkldnn": torch.backends.mkldnn.is_available()}
+    fns = {"torch": step}
+    if device == "cpu" and default_threads > 1:
+        # One thread too: on a shared machine OpenMP's spinning barriers make the multi-threaded
+        # run far slower than it is on an idle one; "/ torch" compares against the faster row.
+        fns["torch-1thread"] = lambda: step(1)
+    return fns, info
 
 
 def run(config: Config, quick: bool, out: str | None, settings: dict, command: list[str]) -> dict:
@@ -182,7 +199,7 @@ def run(config: Config, quick: bool, out: str | None, settings: dict, command: l
         timing = common.time_interleaved(fns, repeats=repeats, warmup=config.warmup)
         shape = f"{name} ({batch},{time},{inp},{hidden})"
         best_flax = min((v["median_ms"] for k, v in timing.items() if k.startswith("flax")), default=None)
-        torch_ms = timing.get("torch", {}).get("median_ms")
+        torch_ms = min((v["median_ms"] for k, v in timing.items() if k.startswith("torch")), default=None)
         for label, t in timing.items():
             results.append(
                 {
@@ -196,13 +213,13 @@ def run(config: Config, quick: bool, out: str | None, settings: dict, command: l
                 }
             )
             rows.append(
-                [shape, label, t["median_ms"], f"{t['p25_ms']:.3g}-{t['p75_ms']:.3g}", t["cpu_median_ms"],
+                [shape, label, t["median_ms"], f"{t['p25_ms']:.3g}-{t['p75_ms']:.3g}", t["n"], t["cpu_median_ms"],
                  batch * time / (t["median_ms"] / 1e3),
                  None if torch_ms is None else t["median_ms"] / torch_ms,
                  None if best_flax is None else t["median_ms"] / best_flax]
             )
         print(f"{shape}: " + ", ".join(f"{k} {v['median_ms']:.2f} ms" for k, v in timing.items()), flush=True)
-    header = ["cell (B,T,I,H)", "implementation", "median ms", "p25-p75 ms", "CPU ms", "tokens/s", "/ torch", "/ best flax"]
+    header = ["cell (B,T,I,H)", "implementation", "median ms", "p25-p75 ms", "n", "CPU ms", "tokens/s", "/ torch", "/ best flax"]
     markdown = (
         "# Training step (forward + backward, float32), interleaved in one process\n\n"
         + common.markdown_table(header, rows)

@@ -50,7 +50,7 @@ class Config:
     text_file: str = ""  # empty: the Shakespeare corpus
     sample_chars: int = 400
     temperature: float = 0.8
-    target_bpc: float = 2.5
+    target_bpc: float = 2.7
 
 
 def parse_config() -> tuple[Config, str]:

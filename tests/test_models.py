@@ -124,11 +124,11 @@ def test_many_to_many_padding_does_not_change_loss_or_grads(loss_name):
     chex.assert_trees_all_close(grads, ref_grads, rtol=1e-10, atol=1e-14)
 
 
-@pytest.mark.parametrize("T, factory", [(6, rnnjax.elman), (7, rnnjax.lstm)])  # tiled / ragged last chunk
-def test_tbptt_gradient_matches_manual_truncation(T, factory):
+@pytest.mark.parametrize("T", [6, 7])  # chunks that tile the sequence / a ragged last chunk
+def test_tbptt_gradient_matches_manual_truncation(T):
     """tbptt=K equals the sum over chunks of gradients taken with the chunk's initial carry held constant."""
     H, K = 4, 3
-    cell = factory(2, H, dtype=F64)
+    cell = rnnjax.elman(2, H, dtype=F64)
     model = models.many_to_many(cell, 1, loss="mse", tbptt=K)
     params = _init(model)
     xs = _randn(1, (2, T, 2))
@@ -254,8 +254,6 @@ def test_seq2seq_teacher_forcing_and_greedy_match_loops():
             chex.assert_trees_all_close(greedy[b, t], logits, rtol=1e-10)
             g = int(np.argmax(logits))
     chex.assert_trees_all_close(loss, total / count, rtol=1e-12)
-    ev = jax.jit(model.evaluate)(params, batch)
-    assert set(ev) == {"loss", "accuracy"}
 
 
 def test_model_errors_name_the_argument():

@@ -61,7 +61,11 @@ def _run(cell, method, length, reverse):
     return jax.jit(f)
 
 
-@pytest.mark.parametrize("name, length, reverse", [(n, *c) for n in NAMES for c in CASES] + [("mingru", 0, True)])
+@pytest.mark.parametrize(
+    "name, length, reverse",
+    # Every case for minGRU; the complex LRU and minLSTM without and with a (traced) length.
+    [("mingru", *c) for c in CASES] + [("mingru", 0, True)] + [(n, *c) for n in ("lru", "minlstm") for c in CASES[::3]],
+)
 def test_associative_equals_scan_with_gradients(name, length, reverse):
     cell, params, xs, carry = _setup(name)
     n = jnp.int32(11)

@@ -84,6 +84,10 @@ def handle(args) -> int:
     settings = common.apply_settings(allocator=args.allocator, host_devices=args.host_devices)
     out = common.out_dir(args.out)
     command = ["rnnjax", "bench", *(["--quick"] if args.quick else []), "--out", args.out]
+    if list(args.only) != list(SUITE):
+        command += ["--only", *args.only]
+    if args.allocator != "tuned":
+        command += ["--allocator", args.allocator]
     for name in args.only:
         if not os.path.isfile(os.path.join(directory, f"{name}.py")):
             raise CLIError(f"--only: benchmarks/{name}.py is missing from {directory}")

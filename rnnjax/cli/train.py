@@ -61,6 +61,12 @@ def register(subparsers) -> None:
     p.add_argument("--text", default=None, metavar="FILE", help="text file for the charlm task (default: Shakespeare)")
     p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra task option (VALUE parsed as JSON when possible), repeatable")
+    try:  # data parallelism (rnnjax.distributed): --devices N and the multi-host flags
+        from rnnjax import distributed
+    except ImportError:  # pragma: no cover - the module is optional for this command
+        p.set_defaults(devices=1, coordinator=None, num_processes=None, process_id=None)
+    else:
+        distributed.add_device_arguments(p)
     p.set_defaults(func=train_command)
 
     s = subparsers.add_parser("sample", help="generate text from a trained charlm run",
@@ -297,6 +303,11 @@ def _prepare_out(args, config):
 def train_command(args) -> int:
     """Handler of ``rnnjax train``; returns the exit code (1 if stopped by non-finite steps)."""
     config = config_from_args(args)
+    mesh = None
+    if args.devices != 1 or args.coordinator is not None:
+        from rnnjax import distributed
+
+        mesh = distributed.mesh_from_args(args, batch_size=config.batch_size)  # before any JAX operation
     from rnnjax.tasks import TASKS
 
     if config.task not in TASKS:
@@ -317,7 +328,13 @@ def train_command(args) -> int:
         trainer = build(config)
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise CLIError(str(err).splitlines()[0]) from None
-    state = jax.jit(trainer.init)(run_key(config.seed))
+    init, run = jax.jit(trainer.init), None
+    if mesh is not None:
+        from rnnjax import distributed
+
+        trainer = distributed.data_parallel_trainer(trainer, mesh, max_skips=config.max_skips)
+        init, run = distributed.data_parallel_init(trainer, mesh), distributed.data_parallel_run(trainer, mesh)
+    state = init(run_key(config.seed))
     ckpt_path = os.path.join(args.out, CHECKPOINT)
     wall_offset = 0.0
     if args.resume:
@@ -336,8 +353,8 @@ def train_command(args) -> int:
                 os.replace(os.path.join(args.out, name), os.path.join(args.out, name + ".previous"))
     else:
         config = _prepare_out(args, config)
-    write_json(os.path.join(args.out, "config.json"), _config_json(config))
-    return _train_loop(config, trainer, state, args.out, wall_offset)
+    write_json(os.path.join(args.out, "config.json"), {**_config_json(config), "devices": args.devices})
+    return _train_loop(config, trainer, state, args.out, wall_offset, run)
 
 
 def _boundaries(config):
@@ -348,14 +365,14 @@ def _boundaries(config):
     return periods
 
 
-def _train_loop(config, trainer, state, out, wall_offset) -> int:
+def _train_loop(config, trainer, state, out, wall_offset, run=None) -> int:
     import jax
     import numpy as np
 
     from rnnjax import checkpoint as ckpt
 
     task = trainer.task
-    run = jax.jit(trainer.run, static_argnums=1)
+    run = jax.jit(trainer.run, static_argnums=1) if run is None else run
     evaluate = jax.jit(trainer.evaluate)
     gradflow = _gradflow_fn(trainer, config) if config.gradflow_every else None
     ckpt_every = config.checkpoint_every or 500
@@ -481,7 +498,10 @@ def sample_command(args) -> int:
         state, _ = ckpt.load(os.path.join(args.out, CHECKPOINT), template)
     except ckpt.CheckpointError as err:
         raise CLIError(f"--out: {err}") from None
-    prime = np.asarray(info["encode"](args.prime))
+    try:
+        prime = np.asarray(info["encode"](args.prime))
+    except (ValueError, KeyError) as err:
+        raise CLIError(f"--prime: {str(err).splitlines()[0]}") from None
     if prime.size == 0:
         raise CLIError("--prime: expected at least one character")
     toks = jax.jit(generate, static_argnums=(0, 4), static_argnames="temperature")(
