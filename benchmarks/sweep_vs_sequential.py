@@ -7,13 +7,14 @@ Three comparisons (all wall-clock, float32 params, the adding task):
    (init, one compile, train, evaluate);
 2. execution only: the single-run training program compiled ONCE and called 12 times (the best a
    sequential loop can do) against one call of the compiled sweep program;
+   both also for the ``--exact`` sweep (``method="map"``: the runs one after another inside one program);
 3. optionally (``--cli``), 12 ``rnnjax train`` processes against one ``rnnjax sweep`` process.
 
 Every measurement is repeated ``--repeats`` times (after an untimed warm-up) and reported as median
 and min-max. Writes ``sweep_vs_sequential.json`` and ``.md`` to ``--out`` (default
 ``benchmarks/results``).
 
-    python benchmarks/sweep_vs_sequential.py            # ~3-6 min on 2 CPU cores
+    python benchmarks/sweep_vs_sequential.py            # ~5 min on 2 idle CPU cores, 20+ min on a busy machine
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def parse() -> tuple[Config, str]:
         elif f.type == "tuple":
             p.add_argument(f"--{f.name.replace('_', '-')}", default=",".join(map(str, getattr(cfg, f.name))))
         else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(cfg, f.name)), default=getattr(cfg, f.name))
+            value = getattr(cfg, f.name)
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value)
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     a = vars(p.parse_args())
     out = a.pop("out")
@@ -99,13 +101,13 @@ def main() -> None:
             losses.append(float(jax.jit(trainer.evaluate)(state.params)["loss"]))
         return losses
 
-    def sweep_end_to_end():
-        result = sweep.run_sweep(configs)
+    def sweep_end_to_end(method="vmap"):
+        result = sweep.run_sweep(configs, method=method)
         return [r["eval_loss"] for r in result.rows], result.timing
 
     # ---- 1. end to end (an untimed warm-up sweep first fills JAX's per-operation caches)
     sweep_end_to_end()
-    seq_times, sw_times, sw_timing = [], [], []
+    seq_times, sw_times, sw_timing, map_times = [], [], [], []
     for r in range(cfg.repeats):
         t = time.perf_counter()
         seq_losses = sequential_end_to_end()
@@ -114,8 +116,13 @@ def main() -> None:
         sw_losses, timing = sweep_end_to_end()
         sw_times.append(time.perf_counter() - t)
         sw_timing.append(timing)
-        print(f"repeat {r}: sequential {seq_times[-1]:.2f} s, sweep {sw_times[-1]:.2f} s", flush=True)
+        t = time.perf_counter()
+        map_losses, _ = sweep_end_to_end("map")
+        map_times.append(time.perf_counter() - t)
+        print(f"repeat {r}: sequential {seq_times[-1]:.2f} s, sweep {sw_times[-1]:.2f} s, "
+              f"sweep --exact {map_times[-1]:.2f} s", flush=True)
     rel = max(abs(a - b) / abs(b) for a, b in zip(sw_losses, seq_losses))
+    rel_map = max(abs(a - b) / abs(b) for a, b in zip(map_losses, seq_losses))
 
     # ---- 2. execution only: compiled once, called 12 times vs one call of the compiled sweep
     trainer = build(configs[0])
@@ -123,9 +130,11 @@ def main() -> None:
     run_one = jax.jit(trainer.run, static_argnums=1).lower(states[0], cfg.steps).compile()
     stacked = jax.tree.map(lambda *xs: jax.numpy.stack(xs), *states)
     run_all = jax.jit(jax.vmap(lambda s: trainer.run(s, cfg.steps))).lower(stacked).compile()
+    map_all = jax.jit(lambda st: jax.lax.map(lambda s: trainer.run(s, cfg.steps), st)).lower(stacked).compile()
     jax.block_until_ready(run_one(states[0]))
     jax.block_until_ready(run_all(stacked))
-    exec_seq, exec_sw = [], []
+    jax.block_until_ready(map_all(stacked))
+    exec_seq, exec_sw, exec_map = [], [], []
     for _ in range(max(3, cfg.repeats)):
         t = time.perf_counter()
         for s in states:
@@ -134,6 +143,9 @@ def main() -> None:
         t = time.perf_counter()
         jax.block_until_ready(run_all(stacked))
         exec_sw.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        jax.block_until_ready(map_all(stacked))
+        exec_map.append(time.perf_counter() - t)
 
     results = {
         "config": dataclasses.asdict(cfg),
@@ -144,11 +156,16 @@ def main() -> None:
             "speedup_median": round(_median(seq_times) / _median(sw_times), 2),
             "sweep_phases_median_s": {k: round(_median([t[k] for t in sw_timing]), 3) for k in sw_timing[0]},
             "max_rel_diff_eval_loss": rel,
+            "sweep_exact": _stats(map_times),
+            "speedup_exact_median": round(_median(seq_times) / _median(map_times), 2),
+            "max_rel_diff_eval_loss_exact": rel_map,
         },
         "execution_only": {
             "sequential_compiled_once": _stats(exec_seq),
             "sweep": _stats(exec_sw),
             "speedup_median": round(_median(exec_seq) / _median(exec_sw), 2),
+            "sweep_exact": _stats(exec_map),
+            "speedup_exact_median": round(_median(exec_seq) / _median(exec_map), 2),
         },
     }
 
@@ -201,13 +218,20 @@ def main() -> None:
         f"{x['sequential_compiled_once']['median_s']:.3f} ({x['sequential_compiled_once']['min_s']:.3f}-"
         f"{x['sequential_compiled_once']['max_s']:.3f}) | {x['sweep']['median_s']:.3f} ({x['sweep']['min_s']:.3f}-"
         f"{x['sweep']['max_s']:.3f}) | {x['speedup_median']:.1f}x |",
+        f"| end to end, `--exact` sweep (`lax.map` inside one program) | {e['sequential']['median_s']:.2f} | "
+        f"{e['sweep_exact']['median_s']:.2f} ({e['sweep_exact']['min_s']:.2f}-{e['sweep_exact']['max_s']:.2f}) | "
+        f"{e['speedup_exact_median']:.1f}x |",
+        f"| execution only, `--exact` sweep | {x['sequential_compiled_once']['median_s']:.3f} | "
+        f"{x['sweep_exact']['median_s']:.3f} ({x['sweep_exact']['min_s']:.3f}-{x['sweep_exact']['max_s']:.3f}) | "
+        f"{x['speedup_exact_median']:.1f}x |",
     ]
     if "cli_processes" in results:
         c = results["cli_processes"]
         lines.append(f"| {n} `rnnjax train` processes vs one `rnnjax sweep` | {c['sequential_s']:.1f} | "
                      f"{c['sweep_s']:.1f} | {c['speedup']:.1f}x |")
     lines += ["", f"Sweep phases (median s): {e['sweep_phases_median_s']}. Largest relative difference of the "
-              f"final eval losses, sweep vs sequential: {e['max_rel_diff_eval_loss']:.2g}.", "",
+              f"final eval losses vs sequential: vmap sweep {e['max_rel_diff_eval_loss']:.2g}, `--exact` sweep "
+              f"{e['max_rel_diff_eval_loss_exact']:.2g}.", "",
               "Command: `python benchmarks/sweep_vs_sequential.py" + (" --cli" if cfg.cli else "") + "`", ""]
     with open(os.path.join(out_dir, "sweep_vs_sequential.md"), "w") as f:
         f.write("\n".join(lines))

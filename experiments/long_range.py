@@ -38,8 +38,8 @@ class Config:
     hidden: int = 32
     encoder: int = 16
     batch_size: int = 16
-    steps: int = 800
-    lr: float = 3e-3
+    steps: int = 1500
+    lr: float = 2e-3
     clip: float = 1.0
     seed: int = 0
     eval_every: int = 50

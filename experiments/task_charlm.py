@@ -27,8 +27,6 @@ import jax
 import numpy as np
 
 import rnnjax
-import rnnjax.models
-import rnnjax.train
 from rnnjax.tasks import get_task
 
 TASK = "charlm"
@@ -73,8 +71,8 @@ def main() -> None:
     bits = 1 / math.log(2)
     factory = functools.partial(rnnjax.make_cell, cfg.cell)
     model = rnnjax.models.for_task(task, factory, cfg.hidden, tbptt=cfg.seq_len)
-    optimizer = rnnjax.train.make_optimizer(cfg.lr, clip=cfg.clip)
-    trainer = rnnjax.train.make_trainer(model, task, optimizer, batch_size=cfg.batch_size, streaming=True)
+    optimizer = rnnjax.make_optimizer(cfg.lr, clip=cfg.clip)
+    trainer = rnnjax.make_trainer(model, task, optimizer, batch_size=cfg.batch_size, streaming=True)
     run = jax.jit(trainer.run, static_argnums=1)
     evaluate = jax.jit(trainer.evaluate)
     state = jax.jit(trainer.init)(jax.random.key(cfg.seed))

@@ -25,8 +25,6 @@ import jax
 import numpy as np
 
 import rnnjax
-import rnnjax.models
-import rnnjax.train
 from rnnjax.tasks import get_task
 
 TASK = "copy"
@@ -60,8 +58,8 @@ def fit(cfg: Config, task, cell: str) -> dict:
     """Train ``cell`` on ``task``; evaluate every ``eval_every`` steps. Returns the history."""
     factory = functools.partial(rnnjax.make_cell, cell)
     model = rnnjax.models.for_task(task, factory, cfg.hidden)
-    optimizer = rnnjax.train.make_optimizer(cfg.lr, clip=cfg.clip)
-    trainer = rnnjax.train.make_trainer(model, task, optimizer, batch_size=cfg.batch_size)
+    optimizer = rnnjax.make_optimizer(cfg.lr, clip=cfg.clip)
+    trainer = rnnjax.make_trainer(model, task, optimizer, batch_size=cfg.batch_size)
     run = jax.jit(trainer.run, static_argnums=1)
     evaluate = jax.jit(trainer.evaluate)
     state = jax.jit(trainer.init)(jax.random.key(cfg.seed))

@@ -138,7 +138,8 @@ def batch_mesh(devices: int | Sequence[jax.Device] | None = None, *, axis_name: 
     else:
         chosen = list(devices) if isinstance(devices, (list, tuple, np.ndarray)) else []
         if not chosen or not all(isinstance(d, jax.Device) for d in chosen):
-            raise ValueError(f"devices: expected None, a positive integer or a sequence of jax devices, got {devices!r}")
+            raise ValueError(
+                f"devices: expected None, a positive integer or a sequence of jax devices, got {devices!r}")
     return Mesh(np.array(chosen), (axis_name,))
 
 
@@ -469,7 +470,9 @@ def mesh_from_args(args, *, batch_size: int | None = None, flag: str = "--batch-
         return batch_mesh(devices)
     except ValueError as err:
         message = str(err).splitlines()[0]
-        raise CLIError(message.replace("devices: ", "--devices: ", 1) if message.startswith("devices:") else message) from None
+        if message.startswith("devices:"):
+            message = "--" + message
+        raise CLIError(message) from None
 
 
 def _check_count(name: str, n) -> int:

@@ -121,7 +121,9 @@ def masked_mse(predictions: jax.Array, targets: jax.Array, mask: jax.Array | Non
       ``sum(mask * mean_O (p - y)^2) / max(sum(mask), 1)``, a scalar.
     """
     if predictions.shape != targets.shape:
-        raise ValueError(f"targets: expected shape {tuple(predictions.shape)} (as predictions), got {tuple(targets.shape)}")
+        raise ValueError(
+            f"targets: expected shape {tuple(predictions.shape)} (as predictions), got {tuple(targets.shape)}"
+        )
     err = jnp.mean(jnp.square(predictions - targets.astype(predictions.dtype)), axis=-1)
     return _masked_mean(err, mask)
 
@@ -139,7 +141,8 @@ def masked_xent(logits: jax.Array, targets: jax.Array, mask: jax.Array | None = 
     """
     if logits.shape[:-1] != targets.shape or not jnp.issubdtype(targets.dtype, jnp.integer):
         raise ValueError(
-            f"targets: expected integer classes of shape {tuple(logits.shape[:-1])}, got {targets.dtype} {tuple(targets.shape)}"
+            f"targets: expected integer classes of shape {tuple(logits.shape[:-1])}, "
+            f"got {targets.dtype} {tuple(targets.shape)}"
         )
     logp = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(logp, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
@@ -373,7 +376,8 @@ def one_to_many(
         raise ValueError(f"feed: expected one of {ONE_TO_MANY_FEEDS}, got {feed!r}")
     if feed != "state" and cell.input_size != vector_size:
         raise ValueError(
-            f"cell: with feed={feed!r} the cell's input_size must equal vector_size={vector_size}, got {cell.input_size}"
+            f"cell: with feed={feed!r} the cell's input_size must equal vector_size={vector_size}, "
+            f"got {cell.input_size}"
         )
     readout = linear(cell.output_size, output_size, dtype=_param_dtype(cell))
     flat_carry, unravel = ravel_pytree(cell.initial_carry())
@@ -438,7 +442,10 @@ def seq2seq(encoder: Cell, decoder: Cell, output_size: int, *, loss: str = "xent
     _check_loss(loss)
     dec_in = output_size + 1 if loss == "xent" else output_size
     if decoder.input_size != dec_in:
-        raise ValueError(f"decoder: expected input_size {dec_in} for loss {loss!r} and output_size {output_size}, got {decoder.input_size}")
+        raise ValueError(
+            f"decoder: expected input_size {dec_in} for loss {loss!r} and output_size {output_size}, "
+            f"got {decoder.input_size}"
+        )
     enc_c, dec_c = encoder.initial_carry(), decoder.initial_carry()
     if jax.tree.structure(enc_c) != jax.tree.structure(dec_c) or [jnp.shape(a) for a in jax.tree.leaves(enc_c)] != [
         jnp.shape(a) for a in jax.tree.leaves(dec_c)

@@ -10,8 +10,8 @@ keep the cores busy. The run axis can be split over devices
 Each run of the sweep is exactly the run ``rnnjax train`` makes with the same
 flags, ``--init-gain g``, ``--seed s`` and ``--lr lr``:
 
-- parameters: ``build(config_g).init(run_key(s), lr)`` — the single-run
-  initialiser of the gain-``g`` model, called for every run;
+- parameters: ``jax.jit(build(config_g).init)(run_key(s), lr)`` — the
+  single-run initialiser of the gain-``g`` model, called for every run;
 - data: step ``t`` draws ``task.sample(fold_in(data_key, t), B)`` with
   ``data_key`` from ``run_key(s)``, inside the shared ``Trainer.run``;
 - learning rate: the value injected in the optimizer state
@@ -95,7 +95,8 @@ def grid(base: Any, *, init_gains: Sequence[float] | None = None, seeds: Sequenc
     gains = _values("init_gains", [base.init_gain] if init_gains is None else init_gains, float, positive=True)
     rates = _values("lrs", [base.lr] if lrs is None else lrs, float, positive=True)
     seeds = _values("seeds", [base.seed] if seeds is None else seeds, int)
-    return [dataclasses.replace(base, init_gain=g, lr=lr, seed=s) for g, lr, s in itertools.product(gains, rates, seeds)]
+    return [dataclasses.replace(base, init_gain=g, lr=lr, seed=s)
+            for g, lr, s in itertools.product(gains, rates, seeds)]
 
 
 def run_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
@@ -121,8 +122,9 @@ def run_sweep(
       configs: ``RunConfig``s that differ only in ``init_gain``, ``seed`` and
         ``lr`` (e.g. from ``grid``). Their ``steps`` are run in one ``lax.scan``.
       mesh: optional one-axis mesh (``run_mesh``, or any one-axis mesh such as
-        ``rnnjax.distributed.batch_mesh``); the run axis is split over its devices (runs are padded with copies of the last one to a multiple
-        of the device count; the copies are dropped).
+        ``rnnjax.distributed.batch_mesh``); the run axis is split over its
+        devices (runs are padded with copies of the last one to a multiple of
+        the device count; the copies are dropped).
       method: ``"vmap"`` (default): the runs are one vectorised computation —
         batched kernels, fastest, equal to the separate runs up to float
         rounding (batched and unbatched kernels round differently; training
@@ -172,9 +174,10 @@ def run_sweep(
             raise ValueError(f"configs: task {base.task!r} draws different training data for seed {s}; "
                              "sweep its seeds as separate sweeps")
 
-    # ---- initial states: the single-run init of each run's gain, seed and lr (run op by op: after the first
-    # run every operation is cached, whereas a jitted init would compile once per distinct gain)
-    states = _stack([trainers[c.init_gain].init(run_key(c.seed), c.lr) for c in configs])
+    # ---- initial states: the jitted single-run init of each run's gain (one compilation per gain, as
+    # `rnnjax train` jits it), called with the run's key and learning rate
+    inits = {g: jax.jit(trainers[g].init) for g in gains}
+    states = _stack([inits[c.init_gain](run_key(c.seed), c.lr) for c in configs])
     eval_batches = _stack([tasks[c.seed].eval_batch() for c in configs])
     t_init = time.perf_counter()
 

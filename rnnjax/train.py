@@ -65,7 +65,9 @@ class TrainState(NamedTuple):
 
 def all_finite(tree: Any) -> jax.Array:
     """Boolean scalar: every inexact leaf of ``tree`` is finite (True for a tree without float leaves)."""
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    leaves = [
+        jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+    ]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
@@ -277,7 +279,8 @@ def make_trainer(
         if streaming:
             data_state, batch = stream_next(state.data_state)
         else:
-            data_state, batch = state.data_state, task.sample(jax.random.fold_in(state.data_key, state.step), batch_size)
+            data_state = state.data_state
+            batch = task.sample(jax.random.fold_in(state.data_key, state.step), batch_size)
         new_state, metrics = train_step(state, batch)
         new_state = new_state._replace(data_state=data_state)
         if max_skips is None:

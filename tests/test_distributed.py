@@ -94,7 +94,27 @@ dp = dist.data_parallel(step, mesh)
 sharded = dist.shard_batch(batch, mesh)
 out["shard_rows"] = [int(s.data.shape[0]) for s in sharded[0].addressable_shards]
 new_state, metrics = dp(dist.replicate(st, mesh), sharded)
-out["generic"] = {"ref": np.asarray(ref_state.params).ravel().tolist(), "dp": np.asarray(new_state.params).ravel().tolist()}
+out["generic"] = {"ref": np.asarray(ref_state.params).ravel().tolist(),
+                  "dp": np.asarray(new_state.params).ravel().tolist()}
+
+# the command line: rnnjax train --devices 4 (and its errors)
+import contextlib, io, os, tempfile
+from rnnjax.cli import main
+tmp = tempfile.mkdtemp()
+flags = ["train", "--task", "adding", "--cell", "lstm", "--hidden", "8", "--seq-len", "8", "--batch-size", "8",
+         "--steps", "6", "--lr", "0.01", "--clip", "1.0", "--task-option", "eval_size=64"]
+rc = main(flags + ["--devices", "4", "--out", os.path.join(tmp, "d4")])
+with open(os.path.join(tmp, "d4", "summary.json")) as f:
+    summary = json.load(f)
+with open(os.path.join(tmp, "d4", "metrics.jsonl")) as f:
+    cli_losses = [json.loads(line)["loss"] for line in f]
+cli_errors = {}
+for name, extra in {"too_many": ["--devices", "5"], "indivisible": ["--devices", "4", "--batch-size", "6"]}.items():
+    buf = io.StringIO()
+    with contextlib.redirect_stderr(buf):
+        code = main(flags + extra + ["--out", os.path.join(tmp, name)])
+    cli_errors[name] = [code, buf.getvalue(), os.path.exists(os.path.join(tmp, name))]
+out["cli"] = {"rc": rc, "eval": summary["eval"]["loss"], "loss": cli_losses, "errors": cli_errors}
 
 # clear errors
 errors = {}
@@ -131,6 +151,19 @@ def test_four_devices_equal_one_device_on_adding(four_devices):
 def test_generic_data_parallel_step_equals_plain_step(four_devices):
     assert four_devices["shard_rows"] == [3, 3, 3, 3]
     _assert_rel_close(four_devices["generic"]["dp"], four_devices["generic"]["ref"])
+
+
+def test_cli_train_devices_4_equals_one_device(four_devices):
+    cli, one = four_devices["cli"], four_devices["one"]
+    assert cli["rc"] == 0
+    _assert_rel_close(cli["loss"], one["loss"])
+    _assert_rel_close(cli["eval"], one["eval"])
+    code, err, created = cli["errors"]["too_many"]
+    assert code == 2 and "--devices: requested 5 devices but only 4 cpu devices are available" in err
+    assert len(err.strip().splitlines()) == 1 and not created
+    code, err, created = cli["errors"]["indivisible"]
+    assert code == 2 and "--batch-size: 6 is not divisible by --devices 4 (use --batch-size 4 or 8" in err
+    assert not created
 
 
 def test_clear_errors_with_four_devices(four_devices):

@@ -82,11 +82,15 @@ def test_diverging_run_halts_inside_the_sweep_like_alone():
     assert wild["status"] == "stopped_non_finite" and wild["skipped_steps"] >= 2
     # independent truth: the diverging run alone, unvmapped (the calm one is covered by the CLI tests)
     trainer = build(configs[1])
-    state, _ = jax.jit(trainer.run, static_argnums=1)(trainer.init(run_key(3)), configs[1].steps)
+    state, _ = jax.jit(trainer.run, static_argnums=1)(jax.jit(trainer.init)(run_key(3)), configs[1].steps)
     assert int(state.skipped) == wild["skipped_steps"] and int(state.step) == wild["steps"]
     mine = jax.tree.map(lambda x: x[1], result.states.params)
     chex.assert_trees_all_close(mine, state.params, rtol=REL, atol=1e-6)
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(mine))
+    # method="map": the same runs one after another inside one program -- bit for bit the single run
+    exact = sweep.run_sweep(configs, method="map")
+    chex.assert_trees_all_equal(jax.tree.map(lambda x: x[1], exact.states.params), state.params)
+    assert [r["status"] for r in exact.rows] == [calm["status"], wild["status"]]
 
 
 def test_grid_order_and_errors():
@@ -104,6 +108,8 @@ def test_grid_order_and_errors():
         sweep.run_sweep([base, dataclasses.replace(base, hidden=3)])
     with pytest.raises(ValueError, match="configs: expected at least one"):
         sweep.run_sweep([])
+    with pytest.raises(ValueError, match="method: expected one of"):
+        sweep.run_sweep(configs, method="pmap")
 
 
 def test_cli_errors(tmp_path, capsys):
@@ -129,17 +135,19 @@ def test_cli_errors(tmp_path, capsys):
 
 
 def test_run_axis_sharded_over_three_devices_equals_unsharded(cli_sweep, tmp_path):
-    """``rnnjax sweep --devices 3`` (8 runs padded to 9) in a process with 3 CPU devices gives the same rows."""
+    """``rnnjax sweep --devices 3 --exact`` (8 runs padded to 9, each device maps over its 3) gives the same rows."""
     _, report = cli_sweep
     out = tmp_path / "sharded"
-    code = f"import sys; from rnnjax.cli import main; sys.exit(main({['sweep', *TINY, '--init-gain', '0.5,1.5', '--lr', '1e-2,3e-3', '--seeds', '0,1', '--devices', '3', '--out', str(out)]!r}))"
+    argv = ["sweep", *TINY, "--init-gain", "0.5,1.5", "--lr", "1e-2,3e-3", "--seeds", "0,1", "--devices", "3",
+            "--exact", "--out", str(out)]
+    code = f"import sys; from rnnjax.cli import main; sys.exit(main({argv!r}))"
     # same numeric mode as this test process (conftest enables x64)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=3", JAX_ENABLE_X64="1")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out / "sweep.json") as f:
         sharded = json.load(f)
-    assert sharded["devices"] == 3 and len(sharded["runs"]) == 8
+    assert sharded["devices"] == 3 and sharded["method"] == "map" and len(sharded["runs"]) == 8
     for mine, ref in zip(sharded["runs"], report["runs"]):
         assert (mine["init_gain"], mine["lr"], mine["seed"]) == (ref["init_gain"], ref["lr"], ref["seed"])
         assert _rel(mine["eval_loss"], ref["eval_loss"]) <= REL

@@ -34,8 +34,10 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--cells", default=",".join(DEFAULT_CELLS), help="comma-separated cells (default elman-tanh,lstm,gru)")
-    p.add_argument("--eval-every", type=int, default=50, metavar="N", help="evaluation period for the curves (default 50)")
+    p.add_argument("--cells", default=",".join(DEFAULT_CELLS),
+                   help="comma-separated cells (default elman-tanh,lstm,gru)")
+    p.add_argument("--eval-every", type=int, default=50, metavar="N",
+                   help="evaluation period for the curves (default 50)")
     p.set_defaults(func=demo_command)
 
 
@@ -75,7 +77,8 @@ def demo_command(args) -> int:
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     unknown = [c for c in cells if c not in CELLS]
     if not cells or unknown:
-        raise CLIError(f"--cells: unknown cell {unknown[0] if unknown else '(none)'!r}; expected names from {', '.join(sorted(CELLS))}")
+        bad = unknown[0] if unknown else "(none)"
+        raise CLIError(f"--cells: unknown cell {bad!r}; expected names from {', '.join(sorted(CELLS))}")
     try:
         os.makedirs(args.out, exist_ok=True)
     except OSError as err:

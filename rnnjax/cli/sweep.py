@@ -185,8 +185,10 @@ def plot_sweep(rows: list[dict], path: str, *, title: str = "") -> None:
         xs = [r["init_gain"] for r in sel if r["eval_loss"] is not None]
         ys = [r["eval_loss"] for r in sel if r["eval_loss"] is not None]
         ax.scatter(xs, ys, color=color, s=14, alpha=0.6)
-        means = [np.mean([r["eval_loss"] for r in sel if r["init_gain"] == g and r["eval_loss"] is not None] or [np.nan])
-                 for g in gains]
+        means = []
+        for g in gains:
+            finite = [r["eval_loss"] for r in sel if r["init_gain"] == g and r["eval_loss"] is not None]
+            means.append(np.mean(finite) if finite else np.nan)
         ax.plot(gains, means, color=color, marker="o", label=f"lr {lr:g}")
     base = rows[0].get("baseline_loss")
     if base is not None:

@@ -42,7 +42,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="batch size B (default 64)")
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-    p.add_argument("--clip", type=float, default=1.0, help="global gradient-norm clipping threshold; 0 = off (default 1)")
+    p.add_argument("--clip", type=float, default=1.0,
+                   help="global gradient-norm clipping threshold; 0 = off (default 1)")
     p.add_argument("--init-gain", type=float, default=1.0, help="scale of the recurrent initialisation (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of parameters, data and evaluation set (default 0)")
     p.add_argument("--optimizer", default="adam", help="adam, sgd, rmsprop or adamw (default adam)")
@@ -50,14 +51,16 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--tbptt", type=int, default=None, metavar="K",
                    help="truncated BPTT in chunks of K steps (state carried across batches for streaming tasks)")
-    p.add_argument("--eval-every", type=int, default=0, metavar="N", help="evaluate every N steps (default: at the end)")
+    p.add_argument("--eval-every", type=int, default=0, metavar="N",
+                   help="evaluate every N steps (default: at the end)")
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
                    help="checkpoint every N steps (default: at evaluations, every 500 steps and at the end)")
     p.add_argument("--log-every", type=int, default=1, metavar="N", help="write every N-th step to metrics.jsonl")
     p.add_argument("--max-skips", type=int, default=20, metavar="N",
                    help="stop after N consecutive skipped (non-finite) steps (default 20)")
     p.add_argument("--gradflow-every", type=int, default=0, metavar="N",
-                   help="every N steps append ||dL/dh_t|| for all t to DIR/gradflow.jsonl (mean over 16 eval sequences)")
+                   help="every N steps append ||dL/dh_t|| for all t to DIR/gradflow.jsonl "
+                   "(mean over 16 eval sequences)")
     p.add_argument("--text", default=None, metavar="FILE", help="text file for the charlm task (default: Shakespeare)")
     p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra task option (VALUE parsed as JSON when possible), repeatable")
@@ -160,7 +163,8 @@ def _read_json(path: str, flag: str) -> dict:
         with open(path) as f:
             return json.load(f)
     except FileNotFoundError:
-        raise CLIError(f"{flag}: {os.path.dirname(path) or '.'} holds no rnnjax run (no {os.path.basename(path)})") from None
+        where, name = os.path.dirname(path) or ".", os.path.basename(path)
+        raise CLIError(f"{flag}: {where} holds no rnnjax run (no {name})") from None
     except (OSError, json.JSONDecodeError) as err:
         raise CLIError(f"{flag}: cannot read {path}: {err}") from None
 
@@ -403,7 +407,8 @@ def _train_loop(config, trainer, state, out, wall_offset, run=None) -> int:
             f.write(json.dumps({"step": s, "grad_norms": [_float_or_none(x) for x in norms]}) + "\n")
 
     def save(s):
-        ckpt.save(os.path.join(out, CHECKPOINT), state, {"step": s, "wall_time_s": wall(), "config": _config_json(config)})
+        meta = {"step": s, "wall_time_s": wall(), "config": _config_json(config)}
+        ckpt.save(os.path.join(out, CHECKPOINT), state, meta)
 
     status = "completed"
     try:
