@@ -37,9 +37,11 @@ spans them. For two hosts (host 0 reachable as ``10.0.0.1``)::
     rnnjax train --task adding --cell lstm --batch-size 64 --devices 8 \\
         --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 1 --out runs/dp
 
-(the same environment variables work for the Python API:
-``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``, read
-by ``initialize_from_env``).
+``--devices`` counts the devices of all hosts (here 4 per host). Instead of
+the three flags, the variables ``JAX_COORDINATOR_ADDRESS``,
+``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` may be set (read by
+``initialize_from_env``, which ``rnnjax train`` calls). On CPU the collectives
+between processes go through gloo over TCP.
 """
 
 from __future__ import annotations
@@ -424,7 +426,7 @@ def add_device_arguments(parser, *, what: str = "batch", multihost: bool = True)
 
 def mesh_from_args(args, *, batch_size: int | None = None, flag: str = "--batch-size",
                    multihost: bool = True) -> Mesh | None:
-    """Join a multi-host run and build the mesh that ``--devices`` asks for; call before any JAX operation.
+    """Join a multi-host run and build the mesh that ``--devices`` asks for; call before any other JAX operation.
 
     Args:
       args: parsed flags from a parser given ``add_device_arguments``.
@@ -461,13 +463,14 @@ def mesh_from_args(args, *, batch_size: int | None = None, flag: str = "--batch-
         if devices % processes:
             raise CLIError(f"--devices: {devices} does not split over {processes} processes; expected a multiple "
                            f"of {processes} (every host contributes the same number of devices)")
+        request_host_devices(-(-devices // processes))  # CPU: this host's share of the devices
+        mesh = batch_mesh(devices)
         if batch_size is not None and batch_size % devices:
             lower, upper = (batch_size // devices) * devices, (batch_size // devices + 1) * devices
             options = f"{lower} or {upper}" if lower else f"{upper}"
             raise CLIError(f"{flag}: {batch_size} is not divisible by --devices {devices} "
                            f"(use {flag} {options}, or another --devices)")
-        request_host_devices(-(-devices // processes))  # CPU: this host's share of the devices
-        return batch_mesh(devices)
+        return mesh
     except ValueError as err:
         message = str(err).splitlines()[0]
         if message.startswith("devices:"):

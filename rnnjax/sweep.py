@@ -3,9 +3,10 @@
 A training run is a pure function (``rnnjax.train.Trainer``: ``init(key,
 learning_rate)`` then ``run(state, num_steps)``, a ``lax.scan`` over steps), so
 ``jax.vmap`` over a leading *run* axis trains every run of a grid at once:
-one compilation, and each step's small kernels become batched kernels that
-keep the cores busy. The run axis can be split over devices
-(``jax.sharding``, one run per device or more).
+one compilation instead of one per run (on a small CPU the bulk of the
+saving, see ``benchmarks/results/sweep_vs_sequential.md``), and each step's
+small kernels become fewer, batched kernels (the gain on accelerators). The
+run axis can be split over devices (``jax.sharding``, one run per device or more).
 
 Each run of the sweep is exactly the run ``rnnjax train`` makes with the same
 flags, ``--init-gain g``, ``--seed s`` and ``--lr lr``:

@@ -145,8 +145,8 @@ def make_train_step(
     ``loss_fn(params, batch, carry)`` and must return ``(loss, aux)`` with
     ``aux["carry"]`` the carry for the next batch.
 
-    The step is applied only if the loss, the gradients, the new parameters and
-    the new optimizer state are all finite; otherwise params, optimizer state
+    The step is applied only if the loss, the gradients, their global norm, the
+    new parameters and the new optimizer state are all finite; otherwise params, optimizer state
     and carry are left unchanged and the skip is counted. ``state.step`` always
     advances.
 
@@ -181,7 +181,9 @@ def make_train_step(
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        ok = jnp.isfinite(loss) & all_finite(grads) & all_finite(params) & all_finite(opt_state)
+        # An overflowing global norm (finite gradients whose norm is inf in float32) would make
+        # clip_by_global_norm scale every update to zero: count such a step as skipped, not applied.
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(grads) & all_finite(params) & all_finite(opt_state)
         if stateful:
             ok = ok & all_finite(new_carry)
             new_carry = tree_where(ok, new_carry, state.carry)

@@ -37,7 +37,7 @@ def test_lru_init_ring_and_gamma():
     np.testing.assert_allclose(np.var(mod**2), (hi - lo) ** 2 / 12, rtol=0.1)
     np.testing.assert_allclose(np.mean(phase), max_phase / 2, rtol=0.05)
     np.testing.assert_allclose(np.exp(np.asarray(params.gamma_log)), np.sqrt(1 - mod**2), rtol=1e-12)
-    # B's entries have variance 1/(2 I) per part, so E|B u|^2 gamma^2 ... stays O(1): check B scale.
+    # B_re and B_im entries have variance 1/(2 I) each (here I = 2).
     np.testing.assert_allclose(np.var(np.asarray(params.b_re)), 1 / (2 * 2), rtol=0.1)
 
 
@@ -137,6 +137,7 @@ def test_lru_gradients_finite_differences_and_optax():
     params = cell.init(jax.random.key(7))
     xs = jnp.asarray(_inputs())
 
+    @jax.jit
     def loss(params):
         _, ys = rnnjax.unroll(cell, params, xs)
         return jnp.sum(ys**2)

@@ -200,6 +200,7 @@ def test_reverse_targets_lengths_and_padding():
     task = get_task("reverse", seq_len=7, vocab_size=5, min_len=2, eval_size=4)
     b = task.sample(jax.random.key(0), 100)
     chex.assert_trees_all_equal(b.input_lengths, b.target_lengths)
+    chex.assert_type(b.input_lengths, jnp.int32)
     lengths = np.asarray(b.input_lengths)
     assert lengths.min() >= 2 and lengths.max() <= 7 and len(set(lengths)) == 6
     x = np.asarray(b.inputs)

@@ -85,6 +85,20 @@ def test_guard_skips_non_finite_loss_and_gradient():
     assert bool(m5["skipped"]) and np.all(np.isfinite(s5.params["w"]))
 
 
+
+def test_guard_skips_a_step_whose_global_norm_overflows():
+    """Finite float32 gradients whose global norm overflows to inf: clipping would zero the update
+    silently; the guard counts the step as skipped instead."""
+    params = {"w": jnp.array([1.0, 1.0], jnp.float32)}
+    opt = make_optimizer(1e-3, clip=1.0, name="sgd")
+    loss_fn = lambda p, batch: jnp.sum(0.5 * p["w"] * batch)  # gradient 1.5e38 per entry: finite
+    batch = jnp.array([3e38, 3e38], jnp.float32)
+    grads = jax.grad(loss_fn)(params, batch)
+    assert np.all(np.isfinite(grads["w"])) and not np.isfinite(float(optax.tree.norm(grads)))
+    s1, m1 = make_train_step(loss_fn, opt)(_state(params, opt), batch)
+    assert bool(m1["skipped"]) and int(s1.skipped) == 1
+    chex.assert_trees_all_equal(s1.params, params)
+
 def _trainer(task=None, max_skips=None, lr=1e-2):
     task = _sum_task() if task is None else task
     model = models.many_to_one(rnnjax.elman(1, 4), 1, loss="mse")

@@ -7,6 +7,9 @@ Every run equals ``rnnjax train`` with the same flags and ``--init-gain g --lr l
   "eval_accuracy", "baseline_loss", "final_train_loss", "skipped_steps", "steps", "status", "command"}, ...],
   "timing": {...}, "devices": N, "platform": ...}``;
 - ``sweep.png``: final evaluation loss against the init gain, one colour per learning rate, one dot per seed.
+
+``--devices N`` splits the runs over N devices; ``--exact`` runs them one after another inside the one
+compiled program (``jax.lax.map``) so that every row is bitwise the separate run (see ``rnnjax.sweep``).
 """
 
 from __future__ import annotations

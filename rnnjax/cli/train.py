@@ -274,18 +274,14 @@ def _gradflow_fn(trainer, config):
 
 
 # -------------------------------------------------------------------------------------------- train
-def _prepare_out(args, config):
-    """Create/validate the output directory; return the config to use (the stored one on --resume)."""
+def _check_out(args, config):
+    """Validate the output directory (nothing is written); return the config to use."""
     out = args.out
     config_path = os.path.join(out, "config.json")
     if not args.resume:
         if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
             what = "holds another run" if os.path.exists(config_path) else "is not an empty directory"
             raise CLIError(f"--out: {out} {what}; pass --resume to continue it or choose a new directory")
-        try:
-            os.makedirs(out, exist_ok=True)
-        except OSError as err:
-            raise CLIError(f"--out: cannot create {out}: {err.strerror}") from None
         return config
     stored = _read_json(config_path, "--resume")
     try:
@@ -322,6 +318,7 @@ def train_command(args) -> int:
         raise CLIError(f"--cell: unknown cell {config.cell!r}; expected one of {', '.join(sorted(CELLS))}")
     if args.resume and not os.path.isdir(args.out):
         raise CLIError(f"--resume: {args.out} holds no rnnjax run (no such directory)")
+    config = _check_out(args, config)
     # Validate everything before touching the output directory.
     import jax
 
@@ -342,7 +339,6 @@ def train_command(args) -> int:
     ckpt_path = os.path.join(args.out, CHECKPOINT)
     wall_offset = 0.0
     if args.resume:
-        config = _prepare_out(args, config)
         if os.path.exists(ckpt_path):
             try:
                 state, meta = ckpt.load(ckpt_path, state)
@@ -356,7 +352,10 @@ def train_command(args) -> int:
             if os.path.exists(os.path.join(args.out, name)):
                 os.replace(os.path.join(args.out, name), os.path.join(args.out, name + ".previous"))
     else:
-        config = _prepare_out(args, config)
+        try:
+            os.makedirs(args.out, exist_ok=True)
+        except OSError as err:
+            raise CLIError(f"--out: cannot create {args.out}: {err.strerror}") from None
     write_json(os.path.join(args.out, "config.json"), {**_config_json(config), "devices": args.devices})
     return _train_loop(config, trainer, state, args.out, wall_offset, run)
 
