@@ -202,17 +202,19 @@ def scan(
       ``(final_carry, ys)`` exactly as ``jax.lax.scan`` returns them.
     """
 
-    def body_of(p):
-        return lambda c, x: fn(p, c, x, aux)
-
-    def plain(params, carry, xs):
-        return jax.lax.scan(body_of(params), carry, xs, reverse=reverse, unroll=unroll)
+    # ``aux`` is an explicit argument (not a closure): a custom_jvp must not close over tracers of an
+    # enclosing transformation (e.g. a length batched by vmap inside an outer scan).
+    def plain(params, carry, xs, aux):
+        return jax.lax.scan(lambda c, x: fn(params, c, x, aux), carry, xs, reverse=reverse, unroll=unroll)
 
     run = jax.custom_jvp(plain)
 
     def run_jvp(primals, tangents):
-        params, carry, xs = primals
-        d_params, d_carry, d_xs = tangents
+        params, carry, xs, aux = primals
+        d_params, d_carry, d_xs, d_aux = tangents
+        if not all(_is_zero(t) for t in jax.tree.leaves(d_aux, is_leaf=_is_zero)):
+            # Differentiating through ``aux`` is not what the fast path is for: plain autodiff.
+            return jax.jvp(plain, primals, jax.tree.map(_instantiate, tangents, primals, is_leaf=_is_zero))
         p_leaves, p_tree = jax.tree.flatten(params)
         c_leaves, c_tree = jax.tree.flatten(carry)
         x_leaves, x_tree = jax.tree.flatten(xs)
@@ -323,7 +325,7 @@ def scan(
         return (carry_out, ys), (jax.tree.unflatten(c_tree, dc_out), d_ys)
 
     run.defjvp(run_jvp, symbolic_zeros=True)
-    return run(params, carry, xs)
+    return run(params, carry, xs, aux)
 
 
 class _Tap(NamedTuple):

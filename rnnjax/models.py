@@ -28,7 +28,6 @@ References:
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -43,7 +42,6 @@ from rnnjax._unroll import unroll, unroll_batch
 from rnnjax.tasks._base import Batch
 
 LOSSES = ("mse", "xent")
-_AUTODIFF = {"backward": "autodiff"} if "backward" in inspect.signature(unroll).parameters else {}
 ONE_TO_MANY_FEEDS = ("state", "input", "both")
 
 
@@ -219,9 +217,7 @@ def run_cell(
         if not masked:
             return unroll_batch(cell, params, x, c)
         lens = jnp.clip(lengths - i * tbptt, 0, tbptt)
-        # Traced per-chunk lengths inside this scan trip the fast scan backward
-        # (UnexpectedTracerError in rnnjax._fastgrad); plain autodiff is exact.
-        return unroll_batch(cell, params, x, c, lengths=lens, **_AUTODIFF)
+        return unroll_batch(cell, params, x, c, lengths=lens)
 
     carry, ys = jax.lax.scan(body, carry, (chunks, jnp.arange(n)))
     ys = jnp.swapaxes(ys, 0, 1).reshape(batch, n * tbptt, -1)[:, :time]
