@@ -32,6 +32,7 @@ from rnnjax._layers import (
 )
 from rnnjax._deer import DeerInfo
 from rnnjax._modern import LRUParams, MinGRUParams, MinLSTMParams, lru, lru_eigenvalues, mingru, minlstm
+from rnnjax._allocator import GLIBC_TUNABLES, tune_allocator
 from rnnjax._registry import CELLS, make_cell
 from rnnjax._unroll import unroll, unroll_batch
 from rnnjax import checkpoint, models, train
@@ -45,6 +46,7 @@ __all__ = [
     "ACTIVATIONS",
     "BidirectionalParams",
     "CELLS",
+    "GLIBC_TUNABLES",
     "Cell",
     "ElmanParams",
     "GRUParams",
@@ -77,6 +79,7 @@ __all__ = [
     "stack",
     "tasks",
     "torch_init",
+    "tune_allocator",
     "unroll",
     "unroll_batch",
     # training (rnnjax.train, rnnjax.models, rnnjax.checkpoint)

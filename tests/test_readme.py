@@ -10,7 +10,9 @@ README = (ROOT / "README.md").read_text()
 
 
 def _python_blocks():
-    return re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    """Every ```python block, except one right after a ``<!-- fragment ... -->`` comment."""
+    blocks = re.findall(r"(<!-- fragment[^>]*-->\s*)?```python\n(.*?)```", README, flags=re.S)
+    return [code for marker, code in blocks if not marker]
 
 
 @pytest.mark.parametrize("index", range(len(_python_blocks())))

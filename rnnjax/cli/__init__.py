@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMAND_MODULES = ("demo", "train", "gradflow", "bench", "sweep")
@@ -42,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if argv is None and os.environ.get("RNNJAX_ALLOCATOR", "tuned") == "tuned":
+        # A command-line process owns its allocator: keep large freed buffers rather than
+        # page-faulting them back every step (see rnnjax.tune_allocator; RNNJAX_ALLOCATOR=default to skip).
+        from rnnjax._allocator import tune_allocator
+
+        tune_allocator()
     try:
         return int(args.func(args) or 0)
     except CLIError as err:
