@@ -29,6 +29,8 @@ import sys
 import time
 from typing import Callable
 
+import numpy as np
+
 from rnnjax import GLIBC_TUNABLES, tune_allocator  # noqa: F401  (re-exported for the scripts)
 
 
@@ -65,7 +67,6 @@ def apply_settings(*, allocator: str = "tuned", host_devices: int | None = None)
 def system_info() -> dict:
     """Device, library versions, CPU count and load: recorded with every result."""
     import jax
-    import numpy as np
 
     info = {
         "time_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
@@ -86,16 +87,6 @@ def system_info() -> dict:
         except ImportError:
             info[name] = None
     return info
-
-
-def _percentile(values: list[float], q: float) -> float:
-    xs = sorted(values)
-    if len(xs) == 1:
-        return xs[0]
-    pos = q * (len(xs) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def time_interleaved(
@@ -136,8 +127,8 @@ def time_interleaved(
     return {
         name: {
             "median_ms": statistics.median(wall[name]),
-            "p25_ms": _percentile(wall[name], 0.25),
-            "p75_ms": _percentile(wall[name], 0.75),
+            "p25_ms": float(np.percentile(wall[name], 25)),
+            "p75_ms": float(np.percentile(wall[name], 75)),
             "min_ms": min(wall[name]),
             "cpu_median_ms": statistics.median(cpu[name]),
             "n": len(wall[name]),

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnjax._parallel import affine_scan
+from rnnjax.gradflow import flatten_carry
 
 ON_FAILURE = ("warn", "raise", "nan")
 
@@ -52,40 +53,6 @@ class DeerInfo(NamedTuple):
     iterations: jax.Array
     residual: jax.Array
     converged: jax.Array
-
-
-# ------------------------------------------------------- carry <-> flat vector
-
-
-def _flattener(carry):
-    """``flat(carry) -> (N,)`` real vector and its inverse; complex leaves become (re, im) pairs."""
-    leaves, treedef = jax.tree.flatten(carry)
-    shapes = [jnp.shape(x) for x in leaves]
-    dtypes = [jnp.asarray(x).dtype for x in leaves]
-    cplx = [jnp.issubdtype(d, jnp.complexfloating) for d in dtypes]
-    sizes = [int(np.prod(s)) for s in shapes]
-    rdtype = jnp.result_type(*[jnp.finfo(d).dtype for d in dtypes]) if leaves else jnp.float32
-
-    def flat(c):
-        parts = []
-        for x, is_c in zip(jax.tree.leaves(c), cplx):
-            x = jnp.ravel(x)
-            parts += [jnp.real(x), jnp.imag(x)] if is_c else [x]
-        return jnp.concatenate([p.astype(rdtype) for p in parts])
-
-    def unflat(v):
-        out, i = [], 0
-        for shape, dtype, size, is_c in zip(shapes, dtypes, sizes, cplx):
-            if is_c:
-                x = v[i : i + size] + 1j * v[i + size : i + 2 * size]
-                i += 2 * size
-            else:
-                x = v[i : i + size]
-                i += size
-            out.append(x.reshape(shape).astype(dtype))
-        return jax.tree.unflatten(treedef, out)
-
-    return flat, unflat, rdtype
 
 
 # ------------------------------------------------------------ linear solvers
@@ -250,7 +217,13 @@ def deer_unroll(cell, params, xs, carry, *, length=None, reverse=False, **option
     if on_failure not in ON_FAILURE:
         raise ValueError(f"on_failure: expected one of {ON_FAILURE}, got {on_failure!r}")
 
-    flat, unflat, rdtype = _flattener(carry)
+    # The carry as one real vector (complex leaves as (re, im) pairs), in rnnjax.gradflow's coordinates.
+    h0, unflat = flatten_carry(carry)
+    rdtype = h0.dtype
+
+    def flat(c):
+        return flatten_carry(c)[0].astype(rdtype)
+
     tol = options.get("tol")
     if tol is None:
         tol = 1e-10 if rdtype == jnp.float64 else 1e-4
@@ -275,7 +248,6 @@ def deer_unroll(cell, params, xs, carry, *, length=None, reverse=False, **option
         return jnp.where(v, flat(new), h)
 
     solve = _make_solver(f, quasi=quasi, tol=float(tol), max_iter=max_iter)
-    h0 = flat(carry)
     hs, iterations, residual = solve(params, xs, valid, h0)
     converged = residual <= tol  # False for NaN
 

@@ -153,6 +153,35 @@ def lru(
     return Cell(init, initial_carry, step, i_, o_, "lru", linear_recurrence)
 
 
+# ------------------------------------------------------ minGRU and minLSTM
+
+
+def _input_gated_cell(name, input_size, hidden_size, dtype, init, coefficients) -> Cell:
+    """The ``Cell`` shared by minGRU and minLSTM: ``h' = a * h + b``, ``y = h'``.
+
+    ``coefficients(params, x) -> (a, b)``, gates of the input only, for ``x: (I,)``
+    or ``xs: (T, I)`` alike; the carry is ``h: (H,)`` of ``dtype``.
+    """
+
+    def initial_carry():
+        return jnp.zeros((hidden_size,), dtype)
+
+    def step(params, h, x):
+        a, b = coefficients(params, x)
+        h = a * h + b
+        return h, h
+
+    def readout(params, hs, xs):
+        del params, xs
+        return hs
+
+    def linear_recurrence(params, xs):
+        a, b = coefficients(params, xs)
+        return a, b, readout
+
+    return Cell(init, initial_carry, step, input_size, hidden_size, name, linear_recurrence)
+
+
 # ------------------------------------------------------------------- minGRU
 
 
@@ -210,28 +239,12 @@ def mingru(
             b_h=jnp.zeros((h_,), dtype),
         )
 
-    def initial_carry():
-        return jnp.zeros((h_,), dtype)
-
-    def _coefficients(params, x):
+    def coefficients(params, x):
         z = jax.nn.sigmoid(x @ params.w_z.T + params.b_z)
         h_tilde = x @ params.w_h.T + params.b_h
         return 1.0 - z, z * h_tilde
 
-    def step(params, h, x):
-        a, b = _coefficients(params, x)
-        h = a * h + b
-        return h, h
-
-    def readout(params, hs, xs):
-        del params, xs
-        return hs
-
-    def linear_recurrence(params, xs):
-        a, b = _coefficients(params, xs)
-        return a, b, readout
-
-    return Cell(init, initial_carry, step, input_size, hidden_size, "mingru", linear_recurrence)
+    return _input_gated_cell("mingru", input_size, hidden_size, dtype, init, coefficients)
 
 
 # ------------------------------------------------------------------ minLSTM
@@ -298,27 +311,11 @@ def minlstm(
             b_h=jnp.zeros((h_,), dtype),
         )
 
-    def initial_carry():
-        return jnp.zeros((h_,), dtype)
-
-    def _coefficients(params, x):
+    def coefficients(params, x):
         f = jax.nn.sigmoid(x @ params.w_f.T + params.b_f)
         i = jax.nn.sigmoid(x @ params.w_i.T + params.b_i)
         h_tilde = x @ params.w_h.T + params.b_h
         total = f + i
         return f / total, (i / total) * h_tilde
 
-    def step(params, h, x):
-        a, b = _coefficients(params, x)
-        h = a * h + b
-        return h, h
-
-    def readout(params, hs, xs):
-        del params, xs
-        return hs
-
-    def linear_recurrence(params, xs):
-        a, b = _coefficients(params, xs)
-        return a, b, readout
-
-    return Cell(init, initial_carry, step, input_size, hidden_size, "minlstm", linear_recurrence)
+    return _input_gated_cell("minlstm", input_size, hidden_size, dtype, init, coefficients)

@@ -41,7 +41,8 @@ class CheckpointError(Exception):
 
 
 def _is_key(x) -> bool:
-    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+    """``x`` is (or describes, as a ``ShapeDtypeStruct`` does) an array of typed PRNG keys."""
+    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
 def _flatten(tree: Any) -> dict[str, np.ndarray]:
@@ -54,9 +55,13 @@ def _flatten(tree: Any) -> dict[str, np.ndarray]:
     return out
 
 
+def _non_finite(flat: dict[str, np.ndarray]) -> list[str]:
+    return [k for k, a in flat.items() if np.issubdtype(a.dtype, np.inexact) and not np.all(np.isfinite(a))]
+
+
 def non_finite_leaves(tree: Any) -> list[str]:
     """Key paths of the floating-point leaves of ``tree`` that hold a NaN or Inf."""
-    return [k for k, a in _flatten(tree).items() if np.issubdtype(a.dtype, np.inexact) and not np.all(np.isfinite(a))]
+    return _non_finite(_flatten(tree))
 
 
 def save(path: str | os.PathLike, tree: Any, metadata: dict | None = None) -> None:
@@ -75,11 +80,12 @@ def save(path: str | os.PathLike, tree: Any, metadata: dict | None = None) -> No
     Raises:
       CheckpointError: a floating-point leaf is not finite (nothing is written).
     """
-    bad = non_finite_leaves(tree)
+    leaves = _flatten(tree)  # one device-to-host copy, used for the check and the payload
+    bad = _non_finite(leaves)
     if bad:
         raise CheckpointError(f"refusing to save non-finite values to {path}: {', '.join(bad[:5])}")
     payload = serialization.msgpack_serialize(
-        {"format": FORMAT, "version": VERSION, "metadata": dict(metadata or {}), "leaves": _flatten(tree)}
+        {"format": FORMAT, "version": VERSION, "metadata": dict(metadata or {}), "leaves": leaves}
     )
     data = MAGIC + hashlib.sha256(payload).digest() + payload
     path = os.fspath(path)
@@ -164,7 +170,7 @@ def load(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
         if name not in stored:
             raise CheckpointError(f"checkpoint {path} is incompatible: missing entry {name}")
         value = np.asarray(stored[name])
-        is_key = _is_key(leaf) or (hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key))
+        is_key = _is_key(leaf)
         if is_key:
             want_shape = tuple(leaf.shape) + tuple(jax.random.key_data(jax.random.key(0)).shape)
             want_dtype = np.dtype(np.uint32)

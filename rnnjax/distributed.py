@@ -155,11 +155,9 @@ def check_batch_size(batch_size: int, mesh: Mesh, *, axis_name: str = DATA_AXIS)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
     if batch_size % n:
-        lower, upper = (batch_size // n) * n, (batch_size // n + 1) * n
-        options = f"{lower} or {upper}" if lower else f"{upper}"
         raise ValueError(
             f"batch_size: {batch_size} is not divisible by devices={n}; each device needs an equal share "
-            f"(use batch_size {options}, or another device count)"
+            f"(use batch_size {_nearest_multiples(batch_size, n)}, or another device count)"
         )
     return int(batch_size)
 
@@ -466,16 +464,20 @@ def mesh_from_args(args, *, batch_size: int | None = None, flag: str = "--batch-
         request_host_devices(-(-devices // processes))  # CPU: this host's share of the devices
         mesh = batch_mesh(devices)
         if batch_size is not None and batch_size % devices:
-            lower, upper = (batch_size // devices) * devices, (batch_size // devices + 1) * devices
-            options = f"{lower} or {upper}" if lower else f"{upper}"
             raise CLIError(f"{flag}: {batch_size} is not divisible by --devices {devices} "
-                           f"(use {flag} {options}, or another --devices)")
+                           f"(use {flag} {_nearest_multiples(batch_size, devices)}, or another --devices)")
         return mesh
     except ValueError as err:
         message = str(err).splitlines()[0]
         if message.startswith("devices:"):
             message = "--" + message
         raise CLIError(message) from None
+
+
+def _nearest_multiples(size: int, n: int) -> str:
+    """The multiples of ``n`` around ``size``: ``"lower or upper"`` (just ``"upper"`` when lower is 0)."""
+    lower, upper = (size // n) * n, (size // n + 1) * n
+    return f"{lower} or {upper}" if lower else f"{upper}"
 
 
 def _check_count(name: str, n) -> int:

@@ -416,8 +416,7 @@ def lyapunov_spectrum(
       networks", arXiv:2006.02427; Benettin et al., Meccanica 1980.
     """
     xs, carry = _prepare(cell, params, xs, carry)
-    vec, unflatten = flatten_carry(carry)
-    n, time = vec.shape[0], xs.shape[0]
+    n, time = flatten_carry(carry)[0].shape[0], xs.shape[0]
     k = n if k is None else k
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
         raise ValueError(f"k: expected an integer in [1, {n}] (the carry has {n} real entries) or None, got {k!r}")

@@ -239,6 +239,16 @@ def _param_dtype(cell: Cell):
     return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.inexact) else jnp.float32
 
 
+def _evaluate(loss_fn):
+    """``evaluate(params, batch) -> {"loss", **aux}`` from ``loss_fn(params, batch) -> (loss, aux)``."""
+
+    def evaluate(params, batch):
+        value, aux = loss_fn(params, batch)
+        return {"loss": value, **aux}
+
+    return evaluate
+
+
 def _check_loss(loss):
     if loss not in LOSSES:
         raise ValueError(f"loss: expected one of {LOSSES}, got {loss!r}")
@@ -251,6 +261,38 @@ def _check_inputs(name, x, ndim, width):
 
 
 # ------------------------------------------------------------------------------------------ patterns
+def _readout_model(cell: Cell, output_size: int, loss: str, tbptt: int | None, pattern: str) -> Model:
+    """``many_to_one`` (readout of the last valid output) or ``many_to_many`` (readout at every step)."""
+    v.check_cell(cell)
+    _check_loss(loss)
+    readout = linear(cell.output_size, output_size, dtype=_param_dtype(cell))
+    per_step = pattern == "many_to_many"
+
+    def init(key):
+        k_c, k_r = jax.random.split(key)
+        return ModelParams(cell.init(k_c), readout.init(k_r))
+
+    def forward(params, inputs, lengths, carry):
+        _check_inputs("inputs", inputs, 3, cell.input_size)
+        carry, ys = run_cell(cell, params.cell, inputs, carry, lengths=lengths, tbptt=tbptt)
+        return carry, readout.apply(params.readout, ys if per_step else _last_valid(ys, lengths))
+
+    def apply(params, inputs, lengths=None):
+        return forward(params, inputs, lengths, None)[1]
+
+    def loss_fn(params, batch, carry=None):
+        new_carry, out = forward(params, batch.inputs, batch.input_lengths, carry)
+        mask = None
+        if per_step and batch.input_lengths is not None:
+            mask = step_mask(batch.input_lengths, *out.shape[:2])
+        value, aux = _loss_and_metrics(loss, out, batch.targets, mask)
+        if carry is not None:
+            aux["carry"] = jax.lax.stop_gradient(new_carry)
+        return value, aux
+
+    return Model(init, apply, loss_fn, _evaluate(loss_fn), lambda b: batch_carry(cell, b), pattern, loss, cell)
+
+
 def many_to_one(cell: Cell, output_size: int, *, loss: str = "mse", tbptt: int | None = None) -> Model:
     """Classifier/regressor on the last valid output: ``y = W h_{len-1} + b``.
 
@@ -263,34 +305,7 @@ def many_to_one(cell: Cell, output_size: int, *, loss: str = "mse", tbptt: int |
     Returns:
       A ``Model`` with ``ModelParams``; ``apply(params, inputs (B, T, I), lengths) -> (B, O)``.
     """
-    v.check_cell(cell)
-    _check_loss(loss)
-    readout = linear(cell.output_size, output_size, dtype=_param_dtype(cell))
-
-    def init(key):
-        k_c, k_r = jax.random.split(key)
-        return ModelParams(cell.init(k_c), readout.init(k_r))
-
-    def forward(params, inputs, lengths, carry):
-        _check_inputs("inputs", inputs, 3, cell.input_size)
-        carry, ys = run_cell(cell, params.cell, inputs, carry, lengths=lengths, tbptt=tbptt)
-        return carry, readout.apply(params.readout, _last_valid(ys, lengths))
-
-    def apply(params, inputs, lengths=None):
-        return forward(params, inputs, lengths, None)[1]
-
-    def loss_fn(params, batch, carry=None):
-        new_carry, out = forward(params, batch.inputs, batch.input_lengths, carry)
-        value, aux = _loss_and_metrics(loss, out, batch.targets, None)
-        if carry is not None:
-            aux["carry"] = jax.lax.stop_gradient(new_carry)
-        return value, aux
-
-    def evaluate(params, batch):
-        value, aux = loss_fn(params, batch)
-        return {"loss": value, **aux}
-
-    return Model(init, apply, loss_fn, evaluate, lambda b: batch_carry(cell, b), "many_to_one", loss, cell)
+    return _readout_model(cell, output_size, loss, tbptt, "many_to_one")
 
 
 def many_to_many(cell: Cell, output_size: int, *, loss: str = "xent", tbptt: int | None = None) -> Model:
@@ -306,35 +321,7 @@ def many_to_many(cell: Cell, output_size: int, *, loss: str = "xent", tbptt: int
       A ``Model`` with ``ModelParams``; ``apply(params, inputs (B, T, I), lengths) -> (B, T, O)``.
       Steps ``t >= input_lengths[b]`` are masked in the loss.
     """
-    v.check_cell(cell)
-    _check_loss(loss)
-    readout = linear(cell.output_size, output_size, dtype=_param_dtype(cell))
-
-    def init(key):
-        k_c, k_r = jax.random.split(key)
-        return ModelParams(cell.init(k_c), readout.init(k_r))
-
-    def forward(params, inputs, lengths, carry):
-        _check_inputs("inputs", inputs, 3, cell.input_size)
-        carry, ys = run_cell(cell, params.cell, inputs, carry, lengths=lengths, tbptt=tbptt)
-        return carry, readout.apply(params.readout, ys)
-
-    def apply(params, inputs, lengths=None):
-        return forward(params, inputs, lengths, None)[1]
-
-    def loss_fn(params, batch, carry=None):
-        new_carry, out = forward(params, batch.inputs, batch.input_lengths, carry)
-        mask = None if batch.input_lengths is None else step_mask(batch.input_lengths, *out.shape[:2])
-        value, aux = _loss_and_metrics(loss, out, batch.targets, mask)
-        if carry is not None:
-            aux["carry"] = jax.lax.stop_gradient(new_carry)
-        return value, aux
-
-    def evaluate(params, batch):
-        value, aux = loss_fn(params, batch)
-        return {"loss": value, **aux}
-
-    return Model(init, apply, loss_fn, evaluate, lambda b: batch_carry(cell, b), "many_to_many", loss, cell)
+    return _readout_model(cell, output_size, loss, tbptt, "many_to_many")
 
 
 def one_to_many(
@@ -405,11 +392,7 @@ def one_to_many(
         mask = None if batch.target_lengths is None else step_mask(batch.target_lengths, *out.shape[:2])
         return _loss_and_metrics(loss, out, batch.targets, mask)
 
-    def evaluate(params, batch):
-        value, aux = loss_fn(params, batch)
-        return {"loss": value, **aux}
-
-    return Model(init, apply, loss_fn, evaluate, lambda b: batch_carry(cell, b), "one_to_many", loss, cell)
+    return Model(init, apply, loss_fn, _evaluate(loss_fn), lambda b: batch_carry(cell, b), "one_to_many", loss, cell)
 
 
 def seq2seq(encoder: Cell, decoder: Cell, output_size: int, *, loss: str = "xent", tbptt: int | None = None) -> Model:

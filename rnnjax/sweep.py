@@ -167,7 +167,8 @@ def run_sweep(
 
     # ---- eval sets by seed (the task's seed fixes its evaluation set); training data must not depend on it
     seeds = list(dict.fromkeys(c.seed for c in configs))
-    tasks = {s: get_task(base.task, seq_len=base.seq_len, seed=s, **dict(base.task_options)) for s in seeds}
+    tasks = {s: trainer.task if s == base.seed else get_task(base.task, seq_len=base.seq_len, seed=s,
+                                                             **dict(base.task_options)) for s in seeds}
     samplers = [trainer.task.sample] + [task.sample for task in tasks.values()]
     probes = jax.jit(lambda key: [sample(key, 2) for sample in samplers])(jax.random.key(0))
     for s, probe in zip(tasks, probes[1:]):
@@ -268,10 +269,6 @@ def _values(name, values, kind, positive=False):
     if len(set(out)) != len(out):
         raise ValueError(f"{name}: duplicate values in {out}")
     return out
-
-
-def _concat(trees):
-    return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *trees)
 
 
 def _stack(trees):

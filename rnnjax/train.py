@@ -255,7 +255,7 @@ def make_trainer(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
-    if max_skips is not None and (not isinstance(max_skips, int) or max_skips < 1):
+    if max_skips is not None and (isinstance(max_skips, bool) or not isinstance(max_skips, int) or max_skips < 1):
         raise ValueError(f"max_skips: expected a positive integer or None, got {max_skips!r}")
     if streaming and task.stream is None:
         raise ValueError(f"streaming: task {task.name!r} defines no stream")

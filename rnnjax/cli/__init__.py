@@ -20,6 +20,30 @@ class CLIError(Exception):
     """An error in the user's input: printed as one line, exit code 2."""
 
 
+def parse_list(flag: str, text: str, kind=str) -> list:
+    """``"0.5, 1,1.5"`` -> ``[0.5, 1.0, 1.5]`` for a comma-separated flag; ``CLIError`` naming ``flag`` otherwise.
+
+    Args:
+      flag: the flag as the user typed it (``"--gains"``), for the message.
+      text: the flag's value.
+      kind: converter of each item (``str``, ``int``, ``float``).
+
+    Returns:
+      The converted items, in order; empty lists and duplicates are errors.
+    """
+    items = [x.strip() for x in str(text).split(",") if x.strip()]
+    if not items:
+        raise CLIError(f"{flag}: expected a comma-separated list, got {text!r}")
+    try:
+        values = [kind(x) for x in items]
+    except ValueError:
+        noun = {int: "integers", float: "numbers"}.get(kind, f"{kind.__name__} values")
+        raise CLIError(f"{flag}: expected comma-separated {noun}, got {text!r}") from None
+    if len(set(values)) != len(values):
+        raise CLIError(f"{flag}: duplicate values in {text!r}")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rnnjax",
@@ -43,9 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if argv is None and os.environ.get("RNNJAX_ALLOCATOR", "tuned") == "tuned":
-        # A command-line process owns its allocator: keep large freed buffers rather than
-        # page-faulting them back every step (see rnnjax.tune_allocator; RNNJAX_ALLOCATOR=default to skip).
+    # A command-line process owns its allocator: keep large freed buffers rather than page-faulting
+    # them back every step (rnnjax.tune_allocator). A command's own --allocator flag (bench) decides
+    # for it; otherwise RNNJAX_ALLOCATOR=default leaves glibc alone.
+    allocator = getattr(args, "allocator", None) or os.environ.get("RNNJAX_ALLOCATOR", "tuned")
+    if argv is None and allocator == "tuned":
         from rnnjax._allocator import tune_allocator
 
         tune_allocator()

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from rnnjax.cli import CLIError
+from rnnjax.cli import CLIError, parse_list
 
 DEFAULT_CELLS = ("elman-tanh", "lstm", "gru")
 
@@ -74,11 +74,10 @@ def demo_command(args) -> int:
     from rnnjax import CELLS
     from rnnjax.train import RunConfig, build, run_key
 
-    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    cells = parse_list("--cells", args.cells)
     unknown = [c for c in cells if c not in CELLS]
-    if not cells or unknown:
-        bad = unknown[0] if unknown else "(none)"
-        raise CLIError(f"--cells: unknown cell {bad!r}; expected names from {', '.join(sorted(CELLS))}")
+    if unknown:
+        raise CLIError(f"--cells: unknown cell {unknown[0]!r}; expected names from {', '.join(sorted(CELLS))}")
     try:
         os.makedirs(args.out, exist_ok=True)
     except OSError as err:

@@ -52,18 +52,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _csv(text: str, kind, name: str) -> list:
-    from rnnjax.cli import CLIError
-
-    items = [s.strip() for s in str(text).split(",") if s.strip()]
-    if not items:
-        raise CLIError(f"--{name}: expected a comma-separated list, got {text!r}")
-    try:
-        return [kind(s) for s in items]
-    except ValueError:
-        raise CLIError(f"--{name}: expected comma-separated {kind.__name__} values, got {text!r}") from None
-
-
 def _jsonable(x):
     """Floats and arrays to JSON (non-finite -> None)."""
     if isinstance(x, dict):
@@ -111,11 +99,11 @@ def study(args) -> dict:
 
     import rnnjax
     from rnnjax import gradflow as gf
-    from rnnjax.cli import CLIError
+    from rnnjax.cli import CLIError, parse_list
 
-    cells = _csv(args.cells, str, "cells")
-    gains = _csv(args.gains, float, "gains")
-    seeds = _csv(args.seeds, int, "seeds")
+    cells = parse_list("--cells", args.cells, str)
+    gains = parse_list("--gains", args.gains, float)
+    seeds = parse_list("--seeds", args.seeds, int)
     unknown = [c for c in cells if c not in rnnjax.CELLS]
     if unknown:
         raise CLIError(f"--cells: unknown cell(s) {', '.join(unknown)}; expected some of {sorted(rnnjax.CELLS)}")

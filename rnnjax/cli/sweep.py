@@ -21,7 +21,7 @@ import os
 import shlex
 import sys
 
-from rnnjax.cli import CLIError
+from rnnjax.cli import CLIError, parse_list
 
 # train flags a sweep shares between all its runs: (flag, type, default, help)
 _SHARED = (
@@ -66,20 +66,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=sweep_command)
 
 
-def _list(flag: str, text: str, kind):
-    items = [x.strip() for x in text.split(",") if x.strip()]
-    if not items:
-        raise CLIError(f"{flag}: expected a comma-separated list, got {text!r}")
-    try:
-        values = [kind(x) for x in items]
-    except ValueError:
-        noun = "integers" if kind is int else "numbers"
-        raise CLIError(f"{flag}: expected comma-separated {noun}, got {text!r}") from None
-    if len(set(values)) != len(values):
-        raise CLIError(f"{flag}: duplicate values in {text!r}")
-    return values
-
-
 def train_argv(args, init_gain: float, lr: float, seed: int, out: str) -> list[str]:
     """The ``rnnjax train`` arguments of one run of the sweep."""
     argv = ["train", "--task", args.task, "--cell", args.cell]
@@ -98,9 +84,9 @@ def configs_from_args(args) -> tuple[list, list[list[str]]]:
     """Every run's ``RunConfig`` (parsed and validated by ``rnnjax train``'s own parser) and its argv."""
     from rnnjax.cli import train as train_cli
 
-    gains = _list("--init-gain", args.init_gain, float)
-    lrs = _list("--lr", args.lr, float)
-    seeds = _list("--seeds", args.seeds, int)
+    gains = parse_list("--init-gain", args.init_gain, float)
+    lrs = parse_list("--lr", args.lr, float)
+    seeds = parse_list("--seeds", args.seeds, int)
     parser = argparse.ArgumentParser(prog="rnnjax", add_help=False)
     train_cli.register(parser.add_subparsers(dest="command"))
     configs, argvs = [], []

@@ -348,9 +348,9 @@ def train_command(args) -> int:
         start = int(state.step)
         for name in ("metrics.jsonl", "eval.jsonl", "gradflow.jsonl"):
             _truncate_jsonl(os.path.join(args.out, name), start)
-        for name in ("summary.json",):
-            if os.path.exists(os.path.join(args.out, name)):
-                os.replace(os.path.join(args.out, name), os.path.join(args.out, name + ".previous"))
+        summary = os.path.join(args.out, "summary.json")
+        if os.path.exists(summary):
+            os.replace(summary, summary + ".previous")
     else:
         try:
             os.makedirs(args.out, exist_ok=True)

@@ -70,6 +70,12 @@ def _check_kernel(k, shape, where):
         raise ValueError(f"{where}: expected shape {shape}, got {tuple(k.shape)}")
 
 
+def _check_gated(flax_cell):
+    """An LSTM/GRU cell's functions must be rnnjax's: sigmoid gates, tanh activation."""
+    _activation_name(flax_cell.gate_fn, "flax_cell.gate_fn", ("sigmoid",))
+    _activation_name(flax_cell.activation_fn, "flax_cell.activation_fn", ("tanh",))
+
+
 def _nnx_value(var):
     return jnp.asarray(var[...])
 
@@ -133,16 +139,14 @@ def _from_linen(flax_cell, p):
 
     name = type(flax_cell).__name__
     if isinstance(flax_cell, (nn.LSTMCell, nn.OptimizedLSTMCell)):
-        _activation_name(flax_cell.gate_fn, "flax_cell.gate_fn", ("sigmoid",))
-        _activation_name(flax_cell.activation_fn, "flax_cell.activation_fn", ("tanh",))
+        _check_gated(flax_cell)
         gates = "ifgo"
         ks_in = [_get(p, f"i{g}", "kernel", "flax_params") for g in gates]
         ks_rec = [_get(p, f"h{g}", "kernel", "flax_params") for g in gates]
         bs = [_get(p, f"h{g}", "bias", "flax_params") for g in gates]
         return _lstm_from_blocks(ks_in, ks_rec, bs, flax_cell.features)
     if isinstance(flax_cell, nn.GRUCell):
-        _activation_name(flax_cell.gate_fn, "flax_cell.gate_fn", ("sigmoid",))
-        _activation_name(flax_cell.activation_fn, "flax_cell.activation_fn", ("tanh",))
+        _check_gated(flax_cell)
         h = flax_cell.features
         ks_in = [_get(p, f"i{g}", "kernel", "flax_params") for g in "rzn"]
         ks_rec = [_get(p, f"h{g}", "kernel", "flax_params") for g in "rzn"]
@@ -178,22 +182,19 @@ def _from_nnx(m):
     from flax import nnx
 
     if isinstance(m, nnx.LSTMCell):
-        _activation_name(m.gate_fn, "flax_cell.gate_fn", ("sigmoid",))
-        _activation_name(m.activation_fn, "flax_cell.activation_fn", ("tanh",))
+        _check_gated(m)
         ks_in = [_nnx_value(getattr(m, a).kernel) for a in ("ii", "if_", "ig", "io")]
         ks_rec = [_nnx_value(getattr(m, a).kernel) for a in ("hi", "hf", "hg", "ho")]
         bs = [_nnx_value(getattr(m, a).bias) for a in ("hi", "hf", "hg", "ho")]
         return _lstm_from_blocks(ks_in, ks_rec, bs, m.hidden_features)
     if isinstance(m, nnx.OptimizedLSTMCell):
-        _activation_name(m.gate_fn, "flax_cell.gate_fn", ("sigmoid",))
-        _activation_name(m.activation_fn, "flax_cell.activation_fn", ("tanh",))
+        _check_gated(m)
         w_in, w_rec = _nnx_value(m.dense_i.kernel).T, _nnx_value(m.dense_h.kernel).T
         b = _nnx_value(m.dense_h.bias)
         cell = lstm(int(w_in.shape[1]), m.hidden_features, forget_bias=0.0, dtype=w_in.dtype)
         return cell, LSTMParams(w_in, w_rec, b)
     if isinstance(m, nnx.GRUCell):
-        _activation_name(m.gate_fn, "flax_cell.gate_fn", ("sigmoid",))
-        _activation_name(m.activation_fn, "flax_cell.activation_fn", ("tanh",))
+        _check_gated(m)
         w_in, w_rec = _nnx_value(m.dense_i.kernel).T, _nnx_value(m.dense_h.kernel).T
         b = _nnx_value(m.dense_i.bias)
         cell = gru(int(w_in.shape[1]), m.hidden_features, dtype=w_in.dtype)
@@ -303,8 +304,7 @@ def _check_target_functions(flax_cell, kind, act):
     if kind == "elman":
         _check_simple_target(flax_cell, act)
     else:
-        _activation_name(flax_cell.gate_fn, "flax_cell.gate_fn", ("sigmoid",))
-        _activation_name(flax_cell.activation_fn, "flax_cell.activation_fn", ("tanh",))
+        _check_gated(flax_cell)
 
 
 def _check_simple_target(flax_cell, act):
@@ -352,7 +352,7 @@ def _to_nnx(kind, p, h, i_size, target, act):
     m = nnx.clone(target)
 
     def put(var, value):
-        var[...] = jnp.asarray(value, var[...].dtype) if value.dtype != var[...].dtype else value
+        var[...] = jnp.asarray(value, var[...].dtype)
 
     if kind == "lstm":
         b = _fold(p.b, p.b_rec)

@@ -393,8 +393,7 @@ def to_torch(params, module=None, *, nonlinearity: str = "tanh", batch_first: bo
         else:
             module = torch.nn.GRU(spec.input_size, spec.hidden_size, **kwargs)
         module = module.to(torch_dtype)
-    else:
-        target = _spec_of_module(module)
+    else:  # `target` is the module's spec, read above
         if target != spec:
             diff = {
                 f: (getattr(target, f), getattr(spec, f))

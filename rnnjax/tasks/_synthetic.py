@@ -7,6 +7,7 @@ from a key derived from the task's ``seed``.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -29,6 +30,30 @@ def check_positive_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def _cached_sampler(make):
+    """Memoise a sampler factory on its (static) configuration and jit what it returns.
+
+    ``make(*config)`` returns ``sample(key, batch_size) -> Batch``; the result is
+    ``jax.jit(sample, static_argnums=1)``, built once per distinct ``config`` so tasks
+    rebuilt with the same settings (another seed, another ``get_task`` call) reuse
+    the compiled sampler instead of compiling it again. An unhashable ``config``
+    (e.g. an array) is built afresh each time.
+    """
+    def build(*config):
+        return jax.jit(make(*config), static_argnums=1)
+
+    cached = functools.lru_cache(maxsize=64, typed=True)(build)
+
+    def sampler(*config):
+        try:
+            hash(config)
+        except TypeError:
+            return build(*config)
+        return cached(*config)
+
+    return sampler
+
+
 def _fixed(sample, seed: int, eval_size: int):
     """Return ``eval_batch() -> Batch``: ``sample(eval_key(seed), eval_size)``, drawn on first use and kept.
 
@@ -47,6 +72,27 @@ def _fixed(sample, seed: int, eval_size: int):
 
 
 # --------------------------------------------------------------------------------------------- adding
+@_cached_sampler
+def _adding_sampler(T, lo, variable_length):
+    def sample(key: jax.Array, batch_size: int) -> Batch:
+        k_val, k_len, k_a, k_b = jax.random.split(key, 4)
+        values = jax.random.uniform(k_val, (batch_size, T), jnp.float32)
+        lengths = jax.random.randint(k_len, (batch_size,), lo, T + 1) if variable_length else jnp.full((batch_size,), T)
+        half = lengths // 2
+        # first marker uniform in [0, half), second uniform in [half, length)
+        a = jnp.floor(jax.random.uniform(k_a, (batch_size,)) * half).astype(jnp.int32)
+        b = half + jnp.floor(jax.random.uniform(k_b, (batch_size,)) * (lengths - half)).astype(jnp.int32)
+        t = jnp.arange(T)
+        marker = ((t == a[:, None]) | (t == b[:, None])).astype(jnp.float32)
+        valid = (t < lengths[:, None]).astype(jnp.float32)
+        values = values * valid
+        inputs = jnp.stack([values, marker], axis=-1)
+        targets = jnp.sum(values * marker, axis=1, keepdims=True)
+        return Batch(inputs, targets, lengths.astype(jnp.int32) if variable_length else None, None)
+
+    return sample
+
+
 def adding(seq_len: int | None = None, seed: int = 0, *, variable_length: bool = False, min_len: int | None = None,
            eval_size: int = 1000) -> Task:
     """The adding problem (many-to-one regression).
@@ -80,23 +126,7 @@ def adding(seq_len: int | None = None, seed: int = 0, *, variable_length: bool =
     else:
         lo = T
 
-    def sample(key: jax.Array, batch_size: int) -> Batch:
-        k_val, k_len, k_a, k_b = jax.random.split(key, 4)
-        values = jax.random.uniform(k_val, (batch_size, T), jnp.float32)
-        lengths = jax.random.randint(k_len, (batch_size,), lo, T + 1) if variable_length else jnp.full((batch_size,), T)
-        half = lengths // 2
-        # first marker uniform in [0, half), second uniform in [half, length)
-        a = jnp.floor(jax.random.uniform(k_a, (batch_size,)) * half).astype(jnp.int32)
-        b = half + jnp.floor(jax.random.uniform(k_b, (batch_size,)) * (lengths - half)).astype(jnp.int32)
-        t = jnp.arange(T)
-        marker = ((t == a[:, None]) | (t == b[:, None])).astype(jnp.float32)
-        valid = (t < lengths[:, None]).astype(jnp.float32)
-        values = values * valid
-        inputs = jnp.stack([values, marker], axis=-1)
-        targets = jnp.sum(values * marker, axis=1, keepdims=True)
-        return Batch(inputs, targets, lengths.astype(jnp.int32) if variable_length else None, None)
-
-    sample = jax.jit(sample, static_argnums=1)
+    sample = _adding_sampler(T, lo, variable_length)
     return Task(
         name="adding",
         pattern="many_to_one",
@@ -112,6 +142,21 @@ def adding(seq_len: int | None = None, seed: int = 0, *, variable_length: bool =
 
 
 # ----------------------------------------------------------------------------------------------- copy
+@_cached_sampler
+def _copy_sampler(T, n_symbols, n_copy):
+    length = T + 2 * n_copy
+    vocab = n_symbols + 2
+
+    def sample(key: jax.Array, batch_size: int) -> Batch:
+        data = jax.random.randint(key, (batch_size, n_copy), 1, n_symbols + 1, dtype=jnp.int32)
+        tokens = jnp.zeros((batch_size, length), jnp.int32)
+        tokens = tokens.at[:, :n_copy].set(data).at[:, T + n_copy - 1].set(n_symbols + 1)
+        targets = jnp.zeros((batch_size, length), jnp.int32).at[:, T + n_copy:].set(data)
+        return Batch(jax.nn.one_hot(tokens, vocab, dtype=jnp.float32), targets)
+
+    return sample
+
+
 def copy_memory(seq_len: int | None = None, seed: int = 0, *, n_symbols: int = 8, n_copy: int = 10,
          eval_size: int = 500) -> Task:
     """The copy-memory task (many-to-many classification).
@@ -146,14 +191,7 @@ def copy_memory(seq_len: int | None = None, seed: int = 0, *, n_symbols: int = 8
     length = T + 2 * n_copy
     vocab = n_symbols + 2
 
-    def sample(key: jax.Array, batch_size: int) -> Batch:
-        data = jax.random.randint(key, (batch_size, n_copy), 1, n_symbols + 1, dtype=jnp.int32)
-        tokens = jnp.zeros((batch_size, length), jnp.int32)
-        tokens = tokens.at[:, :n_copy].set(data).at[:, T + n_copy - 1].set(n_symbols + 1)
-        targets = jnp.zeros((batch_size, length), jnp.int32).at[:, T + n_copy:].set(data)
-        return Batch(jax.nn.one_hot(tokens, vocab, dtype=jnp.float32), targets)
-
-    sample = jax.jit(sample, static_argnums=1)
+    sample = _copy_sampler(T, n_symbols, n_copy)
     return Task(
         name="copy",
         pattern="many_to_many",
@@ -170,6 +208,22 @@ def copy_memory(seq_len: int | None = None, seed: int = 0, *, n_symbols: int = 8
 
 
 # ---------------------------------------------------------------------------------------------- sines
+@_cached_sampler
+def _sines_sampler(T, n_waves, noise, min_freq, max_freq):
+    def sample(key: jax.Array, batch_size: int) -> Batch:
+        k_a, k_w, k_p, k_n = jax.random.split(key, 4)
+        shape = (batch_size, 1, n_waves)
+        amp = jax.random.uniform(k_a, shape, jnp.float32, 0.2, 1.0)
+        freq = jax.random.uniform(k_w, shape, jnp.float32, min_freq, max_freq)
+        phase = jax.random.uniform(k_p, shape, jnp.float32, 0.0, 2 * math.pi)
+        t = jnp.arange(T + 1, dtype=jnp.float32)[None, :, None]
+        clean = jnp.sum(amp * jnp.sin(freq * t + phase), axis=-1)  # (B, T + 1)
+        observed = clean[:, :T] + noise * jax.random.normal(k_n, (batch_size, T), jnp.float32)
+        return Batch(observed[..., None], clean[:, 1:, None])
+
+    return sample
+
+
 def sines(seq_len: int | None = None, seed: int = 0, *, n_waves: int = 3, noise: float = 0.1,
           min_freq: float = 0.05, max_freq: float = 0.5, eval_size: int = 500) -> Task:
     """One-step forecasting of a noisy sum of sines (many-to-many regression).
@@ -203,24 +257,13 @@ def sines(seq_len: int | None = None, seed: int = 0, *, n_waves: int = 3, noise:
     if not 0 < min_freq <= max_freq:
         raise ValueError(f"min_freq, max_freq: expected 0 < min_freq <= max_freq, got {min_freq!r}, {max_freq!r}")
 
-    def sample(key: jax.Array, batch_size: int) -> Batch:
-        k_a, k_w, k_p, k_n = jax.random.split(key, 4)
-        shape = (batch_size, 1, n_waves)
-        amp = jax.random.uniform(k_a, shape, jnp.float32, 0.2, 1.0)
-        freq = jax.random.uniform(k_w, shape, jnp.float32, min_freq, max_freq)
-        phase = jax.random.uniform(k_p, shape, jnp.float32, 0.0, 2 * math.pi)
-        t = jnp.arange(T + 1, dtype=jnp.float32)[None, :, None]
-        clean = jnp.sum(amp * jnp.sin(freq * t + phase), axis=-1)  # (B, T + 1)
-        observed = clean[:, :T] + noise * jax.random.normal(k_n, (batch_size, T), jnp.float32)
-        return Batch(observed[..., None], clean[:, 1:, None])
-
     mean_sq_amp = (1 - 0.2**3) / (3 * 0.8)  # E[a^2] for a ~ U(0.2, 1) = 31/75
     if max_freq > min_freq:  # E[cos w] for w ~ U(min_freq, max_freq)
         mean_cos = (math.sin(max_freq) - math.sin(min_freq)) / (max_freq - min_freq)
     else:
         mean_cos = math.cos(min_freq)
     last_value = noise**2 + n_waves * mean_sq_amp * (1 - mean_cos)
-    sample = jax.jit(sample, static_argnums=1)
+    sample = _sines_sampler(T, n_waves, noise, min_freq, max_freq)
     return Task(
         name="sines",
         pattern="many_to_many",
@@ -237,6 +280,23 @@ def sines(seq_len: int | None = None, seed: int = 0, *, n_waves: int = 3, noise:
 
 
 # -------------------------------------------------------------------------------------------- reverse
+@_cached_sampler
+def _reverse_sampler(T, vocab_size, min_len):
+    def sample(key: jax.Array, batch_size: int) -> Batch:
+        k_tok, k_len = jax.random.split(key)
+        tokens = jax.random.randint(k_tok, (batch_size, T), 0, vocab_size, dtype=jnp.int32)
+        lengths = jax.random.randint(k_len, (batch_size,), min_len, T + 1, dtype=jnp.int32)
+        t = jnp.arange(T)
+        valid = t < lengths[:, None]
+        tokens = jnp.where(valid, tokens, 0)
+        src = jnp.clip(lengths[:, None] - 1 - t, 0, T - 1)
+        targets = jnp.where(valid, jnp.take_along_axis(tokens, src, axis=1), 0)
+        inputs = jax.nn.one_hot(tokens, vocab_size, dtype=jnp.float32) * valid[..., None]
+        return Batch(inputs, targets, lengths, lengths)
+
+    return sample
+
+
 def reverse(seq_len: int | None = None, seed: int = 0, *, vocab_size: int = 8, min_len: int = 2,
             eval_size: int = 500) -> Task:
     """Reverse a random token sequence of variable length (encoder–decoder).
@@ -265,19 +325,7 @@ def reverse(seq_len: int | None = None, seed: int = 0, *, vocab_size: int = 8, m
     if min_len > T:
         raise ValueError(f"min_len: expected at most seq_len={T}, got {min_len}")
 
-    def sample(key: jax.Array, batch_size: int) -> Batch:
-        k_tok, k_len = jax.random.split(key)
-        tokens = jax.random.randint(k_tok, (batch_size, T), 0, vocab_size, dtype=jnp.int32)
-        lengths = jax.random.randint(k_len, (batch_size,), min_len, T + 1, dtype=jnp.int32)
-        t = jnp.arange(T)
-        valid = t < lengths[:, None]
-        tokens = jnp.where(valid, tokens, 0)
-        src = jnp.clip(lengths[:, None] - 1 - t, 0, T - 1)
-        targets = jnp.where(valid, jnp.take_along_axis(tokens, src, axis=1), 0)
-        inputs = jax.nn.one_hot(tokens, vocab_size, dtype=jnp.float32) * valid[..., None]
-        return Batch(inputs, targets, lengths, lengths)
-
-    sample = jax.jit(sample, static_argnums=1)
+    sample = _reverse_sampler(T, vocab_size, min_len)
     return Task(
         name="reverse",
         pattern="seq2seq",
@@ -293,6 +341,21 @@ def reverse(seq_len: int | None = None, seed: int = 0, *, vocab_size: int = 8, m
 
 
 # ------------------------------------------------------------------------------------------- sinegen
+@_cached_sampler
+def _sinegen_sampler(T, min_freq, max_freq):
+    def sample(key: jax.Array, batch_size: int) -> Batch:
+        k_w, k_p = jax.random.split(key)
+        freq = jax.random.uniform(k_w, (batch_size,), jnp.float32, min_freq, max_freq)
+        phase = jax.random.uniform(k_p, (batch_size,), jnp.float32, 0.0, 2 * math.pi)
+        code = 2 * (freq - min_freq) / (max_freq - min_freq) - 1
+        inputs = jnp.stack([code, jnp.sin(phase), jnp.cos(phase)], axis=-1)
+        t = jnp.arange(T, dtype=jnp.float32)
+        targets = jnp.sin(freq[:, None] * t + phase[:, None])[..., None]
+        return Batch(inputs, targets)
+
+    return sample
+
+
 def sinegen(seq_len: int | None = None, seed: int = 0, *, min_freq: float = 0.1, max_freq: float = 0.5,
             eval_size: int = 500) -> Task:
     """Generate a sine wave from one vector (one-to-many regression).
@@ -316,17 +379,7 @@ def sinegen(seq_len: int | None = None, seed: int = 0, *, min_freq: float = 0.1,
     if not 0 < min_freq < max_freq:
         raise ValueError(f"min_freq, max_freq: expected 0 < min_freq < max_freq, got {min_freq!r}, {max_freq!r}")
 
-    def sample(key: jax.Array, batch_size: int) -> Batch:
-        k_w, k_p = jax.random.split(key)
-        freq = jax.random.uniform(k_w, (batch_size,), jnp.float32, min_freq, max_freq)
-        phase = jax.random.uniform(k_p, (batch_size,), jnp.float32, 0.0, 2 * math.pi)
-        code = 2 * (freq - min_freq) / (max_freq - min_freq) - 1
-        inputs = jnp.stack([code, jnp.sin(phase), jnp.cos(phase)], axis=-1)
-        t = jnp.arange(T, dtype=jnp.float32)
-        targets = jnp.sin(freq[:, None] * t + phase[:, None])[..., None]
-        return Batch(inputs, targets)
-
-    sample = jax.jit(sample, static_argnums=1)
+    sample = _sinegen_sampler(T, min_freq, max_freq)
     return Task(
         name="sinegen",
         pattern="one_to_many",
