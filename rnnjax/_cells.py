@@ -133,7 +133,10 @@ def _check_dtype(dtype):
 
 
 def _matvec(w, x):
-    return w @ x
+    """``w @ x`` for ``w (out, in)``, written as ``x @ w.T``: under ``jax.vmap`` the batch stays the
+    leading axis of the product (``(B, out)``, one plain GEMM per step) instead of becoming its last
+    (``w @ x.T``, whose transposed layout costs XLA:CPU up to 20 % of a large-batch forward pass)."""
+    return jax.lax.dot_general(x, w, (((x.ndim - 1,), (1,)), ((), ())))
 
 
 def elman(

@@ -54,6 +54,44 @@ from jax.extend.core import Literal, Var
 _CALL_PRIMITIVES = ("jit", "pjit", "closed_call", "core_call")
 
 
+def varying_axes(tree: Any) -> frozenset:
+    """The manual mesh axes (inside ``jax.shard_map``) along which any leaf of ``tree`` varies; empty elsewhere."""
+    leaves = jax.tree.leaves(tree)
+    if len(leaves) != 1 or leaves[0] is not tree:
+        return frozenset().union(*(varying_axes(a) for a in leaves))
+    try:
+        aval = jax.typeof(tree)
+    except TypeError:
+        return frozenset()
+    manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.10
+    if manual is not None:
+        return frozenset(manual.varying)
+    return frozenset(getattr(aval, "vma", ()))  # jax 0.6-0.9
+
+
+def match_varying(tree: Any, *others: Any) -> Any:
+    """Cast the leaves of ``tree`` to vary along every manual axis any leaf of ``tree`` or ``others`` varies along.
+
+    Inside ``jax.shard_map`` a scan's carry must keep its type: a constant
+    initial carry (zeros) next to per-device inputs would otherwise become
+    "varying" after one step and the scan would be rejected. Outside
+    ``shard_map`` this returns ``tree`` unchanged.
+    """
+    axes = varying_axes((tree, others))
+    if not axes:
+        return tree
+
+    def cast(a):
+        missing = tuple(sorted(axes - varying_axes(a)))
+        if not missing:
+            return a
+        if hasattr(jax.lax, "pcast"):
+            return jax.lax.pcast(a, missing, to="varying")
+        return jax.lax.pvary(a, missing)
+
+    return jax.tree.map(cast, tree)
+
+
 def _is_zero(t) -> bool:
     return isinstance(t, SymbolicZero)
 
@@ -66,6 +104,17 @@ def _instantiate(t, primal):
     if dtype == jax.dtypes.float0:
         return np.zeros(jnp.shape(primal), dtype)
     return jnp.zeros(jnp.shape(primal), dtype)
+
+
+_CAST_PRIMITIVES = ("pvary", "pcast")  # shard_map's casts to "varying": the value is unchanged
+
+
+def _follow_cast(eqn, origin) -> None:
+    """A parameter cast to vary along a manual axis (inside ``shard_map``) is still that parameter."""
+    if eqn.primitive.name in _CAST_PRIMITIVES and len(eqn.invars) == 1 and len(eqn.outvars) == 1:
+        src = eqn.invars[0]
+        if isinstance(src, Var) and src in origin:
+            origin[eqn.outvars[0]] = origin[src]
 
 
 def _tap_side(eqn, origin) -> int | None:
@@ -82,6 +131,7 @@ def _tap_side(eqn, origin) -> int | None:
 
 
 def _dot(eqn_params, side, w, v):
+    w, v = match_varying((w, v))  # inside shard_map: a replicated weight meets per-device values
     operands = (w, v) if side == 0 else (v, w)
     return jax.lax.dot_general_p.bind(*operands, **eqn_params)
 
@@ -156,6 +206,7 @@ def _interpret(jaxpr, consts, args, origins, mode: _Mode):
         env[v] = val
     for eqn in jaxpr.eqns:
         invals = [read(v) for v in eqn.invars]
+        _follow_cast(eqn, origin)
         side = _tap_side(eqn, origin)
         if side is not None:
             outs = [mode.tap(eqn, side, invals, origin[eqn.invars[side]][1])]
@@ -220,7 +271,7 @@ def scan(
         x_leaves, x_tree = jax.tree.flatten(xs)
         a_leaves, a_tree = jax.tree.flatten(aux)
         n_p, n_c, n_x = len(p_leaves), len(c_leaves), len(x_leaves)
-        x_spec = [jax.ShapeDtypeStruct(jnp.shape(a)[1:], jnp.result_type(a)) for a in x_leaves]
+        x_spec = [jax.typeof(a).update(shape=jnp.shape(a)[1:]) for a in x_leaves]  # one step's slice
 
         def flat_step(p, c, x, a):
             c_new, y = fn(
@@ -278,18 +329,24 @@ def scan(
                 return None
             return jax.vmap(lambda v: _dot(tap.params, tap.side, dw, v))(v_stacks[k])
 
+        def bias_tangent(k, z_stack):
+            db = None if taps[k].bias is None else dp_leaves[taps[k].bias]
+            return None if db is None or _is_zero(db) else jnp.broadcast_to(db, jnp.shape(z_stack))
+
         extras = []
-        for k in stored:
+        for k, z_stack in zip(stored, zs):
             follower = taps[k].follower
             parts = [weight_tangent(k)] + ([] if follower is None else [weight_tangent(follower)])
-            parts = [e for e in parts if e is not None]
+            parts = [e for e in parts + [bias_tangent(k, z_stack)] if e is not None]
             extras.append(sum(parts[1:], parts[0]) if parts else None)
 
         # 3. Tangent scan through the pointwise rest of the step; only nonzero tangents are pushed.
         dc0 = [_instantiate(t, c) for t, c in zip(jax.tree.leaves(d_carry, is_leaf=_is_zero), c_leaves)]
+        dc0 = match_varying(dc0, c_leaves)
         dx_leaves = jax.tree.leaves(d_xs, is_leaf=_is_zero)
         x_live = [not _is_zero(t) and jnp.issubdtype(jnp.result_type(x), jnp.inexact) for t, x in zip(dx_leaves, x_leaves)]
-        p_live = [not _is_zero(t) for t in dp_leaves]
+        absorbed = {tap.bias for tap in taps if tap.bias is not None}  # their tangents travel in ``extras``
+        p_live = [not _is_zero(t) and i not in absorbed for i, t in enumerate(dp_leaves)]
         e_live = [e is not None for e in extras]
         dxs = [t for t, live in zip(dx_leaves, x_live) if live]
         dps = [t for t, live in zip(dp_leaves, p_live) if live]
@@ -337,13 +394,18 @@ class _Tap(NamedTuple):
     source: int | None  # index of the other operand among the carry and input leaves, if it is one
     leader: int | None = None  # for the second of a pair of taps summed by one ``add``: the first
     follower: int | None = None  # for the first of such a pair: the second
+    bias: int | None = None  # a parameter leaf added to this tap's (or pair's) output: its gradient goes after the loop
 
 
-def _tap_list(jaxpr, origins, base: int = 0) -> list[_Tap]:
+def _tap_list(jaxpr, origins, base: int = 0, *, top: bool = True) -> list[_Tap]:
     """The taps of ``jaxpr`` in evaluation order, recursing into nested ``jit`` calls.
 
     Two taps whose outputs meet only in one ``add`` (``W_in x + W_rec h``) form
     a pair: they share one recorded value (their sum) and one cotangent stack.
+    At the top level, a parameter leaf used only in ``add``s to such sums
+    (``W_in x + W_rec h + b``: a bias) is absorbed by its tap: its tangent is
+    broadcast over time into the tap's weight tangent, so its gradient is one
+    reduction after the loop (not a per-step reduction over the batch inside it).
     """
     origin = {v: o for v, o in zip(jaxpr.invars, origins) if o is not None}
     taps: list[_Tap] = []
@@ -356,6 +418,7 @@ def _tap_list(jaxpr, origins, base: int = 0) -> list[_Tap]:
         for v in eqn.invars:
             if isinstance(v, Var):
                 uses[v] = uses.get(v, 0) + 1
+        _follow_cast(eqn, origin)
         side = _tap_side(eqn, origin)
         if side is not None:
             other = eqn.invars[1 - side]
@@ -365,7 +428,8 @@ def _tap_list(jaxpr, origins, base: int = 0) -> list[_Tap]:
         elif eqn.primitive.name in _CALL_PRIMITIVES and "jaxpr" in eqn.params:
             inner = eqn.params["jaxpr"]
             inner_origins = [origin.get(v) if isinstance(v, Var) else None for v in eqn.invars]
-            taps.extend(_tap_list(getattr(inner, "jaxpr", inner), inner_origins, base + len(taps)))
+            taps.extend(_tap_list(getattr(inner, "jaxpr", inner), inner_origins, base + len(taps), top=False))
+    sum_of = {v: k for v, k in out_index.items()}  # var holding a tap's (or a pair's) full output -> tap index
     for eqn in jaxpr.eqns:
         if eqn.primitive.name not in ("add", "add_any") or not all(isinstance(v, Var) for v in eqn.invars):
             continue
@@ -378,4 +442,27 @@ def _tap_list(jaxpr, origins, base: int = 0) -> list[_Tap]:
         if taps[i - base].leader is None and taps[i - base].follower is None and taps[j - base].follower is None:
             taps[i - base] = taps[i - base]._replace(follower=j)
             taps[j - base] = taps[j - base]._replace(leader=i)
+            del sum_of[a], sum_of[b]
+            sum_of[eqn.outvars[0]] = i
+    if top:
+        _absorb_biases(jaxpr, origin, uses, sum_of, taps)
     return taps
+
+
+def _absorb_biases(jaxpr, origin, uses, sum_of, taps) -> None:
+    """Mark (in place) each parameter leaf whose every use is ``add(tap sum, leaf)`` as its tap's bias."""
+    found: dict = {}  # parameter var -> [tap index, ...]
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name not in ("add", "add_any") or not all(isinstance(v, Var) for v in eqn.invars):
+            continue
+        for s_var, p_var in (eqn.invars, eqn.invars[::-1]):
+            o = origin.get(p_var)
+            if s_var in sum_of and uses[s_var] == 1 and o is not None and o[0] == "p" and s_var is not p_var:
+                if s_var.aval.shape == p_var.aval.shape and s_var.aval.dtype == p_var.aval.dtype:
+                    found.setdefault(p_var, []).append(sum_of[s_var])
+                    break
+    for p_var, ks in found.items():
+        if len(ks) != uses[p_var] or len(set(ks)) != len(ks) or any(taps[k].bias is not None for k in ks):
+            continue  # used elsewhere too (or twice by one tap): its gradient stays in the loop
+        for k in ks:
+            taps[k] = taps[k]._replace(bias=origin[p_var][1])

@@ -156,7 +156,12 @@ def unroll_batch(
 
 def _scan_unroll(cell, params, xs, carry, length, reverse, unroll, remat, backward="fast"):
     step = jax.checkpoint(cell.step) if remat else cell.step
-    fast = backward == "fast" and not remat
+    carry = _fastgrad.match_varying(carry, params, xs, length)  # inside shard_map: a per-device carry
+    # Inside shard_map, JAX 0.10 cannot linearise the fast path of a cell whose only parameter matmuls
+    # read the input (LRU, minGRU, minLSTM: the scan's DCE rejects the carry's varying axes); those cells
+    # gain little from it anyway (no recurrent matmul), so they take plain autodiff there.
+    in_shard_map = bool(_fastgrad.varying_axes(carry))
+    fast = backward == "fast" and not remat and not (in_shard_map and cell.linear_recurrence is not None)
 
     def scan(fn, carry, xs, aux=None, reverse=False):
         # ``fn(params, carry, x, aux) -> (carry, y)``; params stay explicit for the fast backward.

@@ -97,6 +97,28 @@ new_state, metrics = dp(dist.replicate(st, mesh), sharded)
 out["generic"] = {"ref": np.asarray(ref_state.params).ravel().tolist(),
                   "dp": np.asarray(new_state.params).ravel().tolist()}
 
+# rnnjax.unroll inside jax.shard_map (type-checked varying axes): each device unrolls its share of the
+# batch; the loss is averaged over devices (pmean), whose transpose sums the gradients of the replicated
+# params; equal to the one-device gradient of the whole batch
+import rnnjax
+from jax.sharding import PartitionSpec as P
+out["shard_map"] = {}
+xs_sm = jax.random.normal(jax.random.key(5), (8, 5, 3))
+for cell_name in ("lstm", "gru", "mingru"):
+    cell = rnnjax.make_cell(cell_name, 3, 6)
+    p_sm = cell.init(jax.random.key(6))
+
+    def sm_loss(p, x, cell=cell):
+        return jnp.mean(jax.vmap(lambda s: rnnjax.unroll(cell, p, s)[1])(x) ** 2)
+
+    def local(p, x, sm_loss=sm_loss):
+        return jax.value_and_grad(lambda q: jax.lax.pmean(sm_loss(q, x), "batch"))(p)
+
+    sharded_vg = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P("batch")), out_specs=(P(), P())))
+    got = sharded_vg(p_sm, xs_sm)
+    want = jax.jit(jax.value_and_grad(sm_loss))(p_sm, xs_sm)
+    out["shard_map"][cell_name] = [[np.asarray(a).ravel().tolist() for a in jax.tree.leaves(t)] for t in (got, want)]
+
 # the command line: rnnjax train --devices 4 (and its errors)
 import contextlib, io, os, tempfile
 from rnnjax.cli import main
@@ -151,6 +173,13 @@ def test_four_devices_equal_one_device_on_adding(four_devices):
 def test_generic_data_parallel_step_equals_plain_step(four_devices):
     assert four_devices["shard_rows"] == [3, 3, 3, 3]
     _assert_rel_close(four_devices["generic"]["dp"], four_devices["generic"]["ref"])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "mingru"])
+def test_unroll_inside_shard_map_equals_one_device(four_devices, cell):
+    got, want = four_devices["shard_map"][cell]
+    for a, b in zip(got, want):
+        _assert_rel_close(a, b, rel=1e-5)
 
 
 def test_cli_train_devices_4_equals_one_device(four_devices):

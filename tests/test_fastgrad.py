@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import chex
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -230,6 +231,39 @@ def test_weight_gradients_leave_the_loop():
 
     # autodiff: dh, dx, dW_in, dW_rec in the loop; fast: dh and dx only.
     assert count_dots_in_backward_scan("fast") < count_dots_in_backward_scan("autodiff")
+
+
+def _scan_carry_shapes(jaxpr) -> list:
+    """Shapes of the carries of every scan in ``jaxpr`` (recursing into nested jaxprs)."""
+    shapes = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "scan":
+            consts, carries = eqn.params["num_consts"], eqn.params["num_carry"]
+            shapes += [v.aval.shape for v in eqn.invars[consts:consts + carries]]
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            shapes += _scan_carry_shapes(sub)
+    return shapes
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_bias_gradients_leave_the_loop(name):
+    """Biases added to a gate's matmuls get their gradient after the loop, in one reduction over time and batch.
+
+    Plain autodiff accumulates it in the backward loop (a carry of the bias's shape, summed over the batch at
+    every step; under data parallelism that is an all-reduce per step); the fast path carries no such sum.
+    """
+    cell = rnnjax.make_cell(name, I, H, dtype=F64)
+    params = cell.init(jax.random.key(21))
+    xs = _xs(jax.random.key(22))
+    gates = params.b.shape
+
+    def carries(backward):
+        return _scan_carry_shapes(jax.make_jaxpr(jax.grad(_loss_fn(cell, backward)))(params, xs).jaxpr)
+
+    assert gates in carries("autodiff")
+    assert gates not in carries("fast")
+    chex.assert_trees_all_close(jax.grad(_loss_fn(cell, "fast"))(params, xs),
+                                jax.grad(_loss_fn(cell, "autodiff"))(params, xs), **TOL)
 
 
 def test_scan_without_taps_falls_back():
