@@ -8,8 +8,10 @@ parameters, inputs, outputs), deterministic and independent of other processes
 (process RSS is not used: it mixes in the allocator's caching and the Python
 heap). Nothing is executed, so T = 10000 costs only a compile.
 
-Variants: ``backward="fast"`` (default), ``backward="autodiff"`` and
-``remat=True`` (``jax.checkpoint`` on each step; always plain autodiff).
+Variants: ``backward="fast"`` (default), ``backward="autodiff"``,
+``remat=True`` (``jax.checkpoint`` on each step) and ``remat=k`` with
+``k = round(sqrt(T))`` (checkpointed segments of k steps: only the carry at each
+segment start is stored); both remat variants differentiate by plain autodiff.
 
 Usage::
 
@@ -38,7 +40,10 @@ class Config:
     quick_times: tuple = (100, 10000)
 
 
-VARIANTS = {"fast": dict(backward="fast"), "autodiff": dict(backward="autodiff"), "remat": dict(remat=True)}
+def _variants(time: int) -> dict:
+    """name -> ``unroll`` options; the segment length of ``remat-sqrt`` depends on T."""
+    return {"fast": dict(backward="fast"), "autodiff": dict(backward="autodiff"), "remat": dict(remat=True),
+            "remat-sqrt": dict(remat=max(1, round(time**0.5)))}
 
 
 def _peak_bytes(config, time, options):
@@ -72,19 +77,24 @@ def run(config: Config, quick: bool, out: str | None, settings: dict, command: l
     results, rows = [], []
     for time in times:
         peaks = {}
-        for name, options in VARIANTS.items():
+        variants = _variants(time)
+        for name, options in variants.items():
             stats = _peak_bytes(config, time, options)
             peaks[name] = None if stats is None else stats["peak_bytes"]
-            results.append({"time": time, "variant": name, **(stats or {})})
-        ratios = [peaks["remat"] / peaks[k] if peaks[k] and peaks["remat"] else None for k in ("fast", "autodiff")]
-        rows.append([time, *(None if p is None else p / 2**20 for p in peaks.values()), *ratios])
+            results.append({"time": time, "variant": name, "options": options, **(stats or {})})
+        ratios = [peaks[r] / peaks[k] if peaks[k] and peaks[r] else None
+                  for r in ("remat", "remat-sqrt") for k in ("fast", "autodiff")]
+        rows.append([time, variants["remat-sqrt"]["remat"], *(None if p is None else p / 2**20 for p in peaks.values()),
+                     *ratios])
         print(f"T={time}: " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in peaks.items() if v), flush=True)
-    header = ["T", "fast MiB", "autodiff MiB", "remat MiB", "remat / fast", "remat / autodiff"]
+    header = ["T", "k", "fast MiB", "autodiff MiB", "remat (per step) MiB", "remat=k MiB", "per step / fast",
+              "per step / autodiff", "remat=k / fast", "remat=k / autodiff"]
     markdown = (
         f"# Peak memory of a training step ({config.cell}, B={config.batch}, I={config.input_size}, "
         f"H={config.hidden}, float32), XLA buffer assignment\n\n"
         + common.markdown_table(header, rows)
-        + "\nPeak = temp + arguments + outputs of the compiled step (`compiled.memory_analysis()`).\n"
+        + "\nPeak = temp + arguments + outputs of the compiled step (`compiled.memory_analysis()`). "
+        "`remat=True` checkpoints every step; `remat=k` (k = round(sqrt(T))) checkpoints segments of k steps.\n"
         + common.provenance(settings, command)
     )
     payload = {"benchmark": "memory", "quick": quick, "config": dataclasses.asdict(config), "settings": settings,

@@ -26,7 +26,7 @@ def unroll(
     length: int | jax.Array | None = None,
     reverse: bool = False,
     unroll: int = 1,
-    remat: bool = False,
+    remat: bool | int = False,
     method: str = "scan",
     backward: str = "fast",
     **method_options,
@@ -51,9 +51,14 @@ def unroll(
         xs[0]``), writing each output at its own time index so that forward
         and backward outputs line up (bidirectional layers).
       unroll: steps per scan iteration (``jax.lax.scan``'s ``unroll``).
-      remat: rematerialise each step in the backward pass
-        (``jax.checkpoint``): same values and gradients, memory O(time * carry)
-        instead of O(time * intermediates).
+      remat: trade compute for memory in the backward pass, same values and
+        gradients. ``True``: rematerialise each step (``jax.checkpoint`` on
+        the cell), memory O(time * carry) instead of O(time * intermediates).
+        An int ``k``: checkpoint segments of ``k`` steps (Chen et al. 2016):
+        only the carry at each segment start is kept, and the backward pass
+        re-runs one segment at a time, so the stored carries drop to
+        O(time / k + k) (``k ≈ sqrt(time)`` is the classic choice; e.g. 100 at
+        T = 10000), for about one extra forward pass.
       method: ``"scan"`` (sequential), ``"associative"`` (parallel prefix
         scan, cells with a ``linear_recurrence`` only) or ``"deer"`` (Newton
         iterations over the whole sequence, any cell).
@@ -154,19 +159,63 @@ def unroll_batch(
     return jax.vmap(lambda x, c, n: run(x, c, length=n))(xs, carry, lengths)
 
 
+def _check_remat(remat) -> tuple[bool, int | None]:
+    """``(checkpoint every step, segment length or None)`` for ``unroll``'s ``remat``."""
+    if isinstance(remat, (bool, np.bool_)):
+        return bool(remat), None
+    if isinstance(remat, (int, np.integer)) and remat >= 1:
+        return False, int(remat)
+    raise ValueError(
+        f"remat: expected True/False (per-step checkpointing) or a positive int k (checkpoint every k steps), "
+        f"got {remat!r}"
+    )
+
+
+def _segment_scan(f, carry, xs, k, reverse, unroll):
+    """``jax.lax.scan(f, carry, xs, reverse=reverse)`` in checkpointed segments of ``k`` steps.
+
+    The outer scan keeps only each segment's initial carry; the backward pass
+    recomputes a segment's steps (with their residuals) just before it needs
+    them. A last, shorter segment takes the ``time % k`` leftover steps
+    (the first ones when ``reverse``, which are scanned last).
+    """
+    time = jax.tree.leaves(xs)[0].shape[0]
+    k = min(int(k), time)
+    if k == 0:
+        return jax.lax.scan(f, carry, xs, reverse=reverse)
+    segment = jax.checkpoint(
+        lambda c, seg: jax.lax.scan(f, c, seg, reverse=reverse, unroll=min(unroll, k)), prevent_cse=False
+    )
+    n, rest = divmod(time, k)
+    cut = rest if reverse else n * k
+    main = jax.tree.map(lambda a: a[cut:] if reverse else a[:cut], xs)
+    tail = jax.tree.map(lambda a: a[:cut] if reverse else a[cut:], xs)
+    main = jax.tree.map(lambda a: a.reshape((n, k) + a.shape[1:]), main)
+    carry, ys = jax.lax.scan(segment, carry, main, reverse=reverse)
+    ys = jax.tree.map(lambda y: y.reshape((n * k,) + y.shape[2:]), ys)
+    if rest:
+        carry, ys_tail = segment(carry, tail)
+        join = (lambda a, b: jnp.concatenate([b, a])) if reverse else (lambda a, b: jnp.concatenate([a, b]))
+        ys = jax.tree.map(join, ys, ys_tail)
+    return carry, ys
+
+
 def _scan_unroll(cell, params, xs, carry, length, reverse, unroll, remat, backward="fast"):
-    step = jax.checkpoint(cell.step) if remat else cell.step
+    per_step, segments = _check_remat(remat)
+    step = jax.checkpoint(cell.step) if per_step else cell.step
     carry = _fastgrad.match_varying(carry, params, xs, length)  # inside shard_map: a per-device carry
     # Inside shard_map, JAX 0.10 cannot linearise the fast path of a cell whose only parameter matmuls
     # read the input (LRU, minGRU, minLSTM: the scan's DCE rejects the carry's varying axes); those cells
     # gain little from it anyway (no recurrent matmul), so they take plain autodiff there.
     in_shard_map = bool(_fastgrad.varying_axes(carry))
-    fast = backward == "fast" and not remat and not (in_shard_map and cell.linear_recurrence is not None)
+    fast = backward == "fast" and not per_step and segments is None and not (in_shard_map and cell.linear_recurrence is not None)
 
     def scan(fn, carry, xs, aux=None, reverse=False):
         # ``fn(params, carry, x, aux) -> (carry, y)``; params stay explicit for the fast backward.
         if fast:
             return _fastgrad.scan(fn, params, carry, xs, aux, reverse=reverse, unroll=unroll)
+        if segments is not None:
+            return _segment_scan(lambda c, x: fn(params, c, x, aux), carry, xs, segments, reverse, unroll)
         return jax.lax.scan(lambda c, x: fn(params, c, x, aux), carry, xs, reverse=reverse, unroll=unroll)
 
     def body(p, c, x, _):
