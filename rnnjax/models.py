@@ -33,12 +33,12 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 
 from rnnjax import _validate as v
 from rnnjax._cells import Cell
 from rnnjax._layers import LinearParams, linear
 from rnnjax._unroll import unroll, unroll_batch
+from rnnjax.gradflow import flatten_carry
 from rnnjax.tasks._base import Batch
 
 LOSSES = ("mse", "xent")
@@ -336,7 +336,7 @@ def one_to_many(
     """Generate a sequence from one vector ``v``.
 
     ``feed="state"``: ``c_0 = unravel(A v + a)`` (a linear map onto the whole
-    carry), inputs zero; ``feed="input"``: ``c_0 = 0`` and ``x_t = v`` at every
+    carry, real and imaginary parts of a complex carry alike), inputs zero; ``feed="input"``: ``c_0 = 0`` and ``x_t = v`` at every
     step; ``feed="both"``: both. Outputs ``y_t = W h_t + b`` for ``t < T``
     (T: the targets' length).
 
@@ -363,7 +363,8 @@ def one_to_many(
             f"got {cell.input_size}"
         )
     readout = linear(cell.output_size, output_size, dtype=_param_dtype(cell))
-    flat_carry, unravel = ravel_pytree(cell.initial_carry())
+    # One real vector for the whole carry (a complex leaf, e.g. the LRU's, gives real then imaginary parts).
+    flat_carry, unravel = flatten_carry(cell.initial_carry())
     init_map = linear(vector_size, flat_carry.shape[0], dtype=_param_dtype(cell)) if feed != "input" else None
 
     def init(key):

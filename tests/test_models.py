@@ -197,6 +197,21 @@ def test_one_to_many_matches_loop(feed):
         chex.assert_trees_all_close(out[b], hs @ params.readout.w.T + params.readout.b, rtol=1e-12)
 
 
+def test_one_to_many_sets_a_complex_carry_whole():
+    """LRU (complex carry): the initial-state map reaches real and imaginary parts (2H outputs)."""
+    cell = rnnjax.lru(3, 5, output_size=4, dtype=F64)
+    model = models.one_to_many(cell, 3, 2, loss="mse", feed="state")
+    params = _init(model)
+    assert params.init_map.w.shape == (2 * 5, 3)
+    vecs = _randn(2, (2, 3))
+    out = jax.jit(model.apply, static_argnames="out_len")(params, vecs, out_len=4)
+    for b in range(2):
+        flat = _lin(params.init_map, vecs[b])
+        carry = flat[:5] + 1j * flat[5:]
+        _, ys = _loop(cell, params.cell, np.zeros((4, 3)), carry)
+        chex.assert_trees_all_close(out[b], ys @ params.readout.w.T + params.readout.b, rtol=1e-10)
+
+
 def test_one_to_many_learns_and_masks():
     cell = rnnjax.gru(2, 8)
     model = models.one_to_many(cell, 2, 1, loss="mse", feed="both")
