@@ -321,3 +321,38 @@ def test_two_processes_equal_one_device():
     for out in outs:
         assert out["global"] == 4 and out["local"] == 2
         _assert_rel_close(out["loss"], ref["loss"])
+
+
+@pytest.mark.skipif(os.environ.get("RNNJAX_MULTIHOST_TEST") != "1",
+                    reason="two `rnnjax train` processes (~30-90 s on 2 cores); set RNNJAX_MULTIHOST_TEST=1")
+def test_two_process_cli_writes_once(tmp_path):
+    """`rnnjax train --coordinator ...` in two processes sharing --out: process 0 alone writes, numbers = 1 device."""
+    port = _free_port()
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    env["JAX_NUM_CPU_DEVICES"] = "2"
+    flags = ["train", "--task", "adding", "--cell", "lstm", "--hidden", "8", "--seq-len", "8", "--batch-size", "8",
+             "--steps", "6", "--lr", "0.01", "--clip", "1.0", "--task-option", "eval_size=64"]
+    run = [sys.executable, "-c", "import sys; from rnnjax.cli import main; sys.exit(main(sys.argv[1:]))"]
+    procs = [subprocess.Popen(run + flags + ["--devices", "4", "--coordinator", f"localhost:{port}",
+                                             "--num-processes", "2", "--process-id", str(pid),
+                                             "--out", str(tmp_path / "dp")],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for pid in (0, 1)]
+    for p in procs:
+        _, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stderr[-3000:]
+    one = subprocess.run(run + flags + ["--out", str(tmp_path / "one")], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+
+    def lines(run_dir, name):
+        with open(tmp_path / run_dir / name) as f:
+            return [json.loads(line) for line in f]
+
+    dp, ref = lines("dp", "metrics.jsonl"), lines("one", "metrics.jsonl")
+    assert [r["step"] for r in dp] == [r["step"] for r in ref] == list(range(1, 7))  # each step logged once
+    _assert_rel_close([r["loss"] for r in dp], [r["loss"] for r in ref])
+    assert len(lines("dp", "eval.jsonl")) == 1
+    with open(tmp_path / "dp" / "summary.json") as f:
+        summary = json.load(f)
+    _assert_rel_close(summary["eval"]["loss"], lines("one", "eval.jsonl")[0]["loss"])

@@ -14,6 +14,7 @@ Output directory (``--out DIR``):
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -336,6 +337,9 @@ def train_command(args) -> int:
         trainer = distributed.data_parallel_trainer(trainer, mesh, max_skips=config.max_skips)
         init, run = distributed.data_parallel_init(trainer, mesh), distributed.data_parallel_run(trainer, mesh)
     state = init(run_key(config.seed))
+    # Multi-host: every process computes, only process 0 writes --out (the others would append the same
+    # lines to the same files); a resumed run reads the checkpoint in every process (a shared --out).
+    writer = jax.process_index() == 0
     ckpt_path = os.path.join(args.out, CHECKPOINT)
     wall_offset = 0.0
     if args.resume:
@@ -346,18 +350,20 @@ def train_command(args) -> int:
                 raise CLIError(f"--resume: {err}") from None
             wall_offset = float(meta.get("wall_time_s", 0.0))
         start = int(state.step)
-        for name in ("metrics.jsonl", "eval.jsonl", "gradflow.jsonl"):
-            _truncate_jsonl(os.path.join(args.out, name), start)
-        summary = os.path.join(args.out, "summary.json")
-        if os.path.exists(summary):
-            os.replace(summary, summary + ".previous")
-    else:
+        if writer:
+            for name in ("metrics.jsonl", "eval.jsonl", "gradflow.jsonl"):
+                _truncate_jsonl(os.path.join(args.out, name), start)
+            summary = os.path.join(args.out, "summary.json")
+            if os.path.exists(summary):
+                os.replace(summary, summary + ".previous")
+    elif writer:
         try:
             os.makedirs(args.out, exist_ok=True)
         except OSError as err:
             raise CLIError(f"--out: cannot create {args.out}: {err.strerror}") from None
-    write_json(os.path.join(args.out, "config.json"), {**_config_json(config), "devices": args.devices})
-    return _train_loop(config, trainer, state, args.out, wall_offset, run)
+    if writer:
+        write_json(os.path.join(args.out, "config.json"), {**_config_json(config), "devices": args.devices})
+    return _train_loop(config, trainer, state, args.out, wall_offset, run, writer=writer)
 
 
 def _boundaries(config):
@@ -368,15 +374,18 @@ def _boundaries(config):
     return periods
 
 
-def _train_loop(config, trainer, state, out, wall_offset, run=None) -> int:
+def _train_loop(config, trainer, state, out, wall_offset, run=None, *, writer: bool = True) -> int:
+    """Run the chunks, logging, evaluating and checkpointing; ``writer=False`` computes the same and writes nothing."""
     import jax
     import numpy as np
 
     from rnnjax import checkpoint as ckpt
 
     task = trainer.task
-    run = jax.jit(trainer.run, static_argnums=1) if run is None else run
-    evaluate = jax.jit(trainer.evaluate)
+    from rnnjax.train import compiler_options
+
+    run = jax.jit(trainer.run, static_argnums=1, compiler_options=compiler_options()) if run is None else run
+    evaluate = jax.jit(trainer.evaluate, compiler_options=compiler_options())
     gradflow = _gradflow_fn(trainer, config) if config.gradflow_every else None
     ckpt_every = config.checkpoint_every or 500
     periods = _boundaries(config)
@@ -384,8 +393,8 @@ def _train_loop(config, trainer, state, out, wall_offset, run=None) -> int:
     step = int(state.step)
     t0 = time.perf_counter()
     wall = lambda: wall_offset + time.perf_counter() - t0  # noqa: E731
-    progress = _Progress(total, step)
-    metrics_f = open(os.path.join(out, "metrics.jsonl"), "a")
+    progress = _Progress(total, step, stream=None if writer else io.StringIO())  # other processes: quiet
+    metrics_f = open(os.path.join(out, "metrics.jsonl") if writer else os.devnull, "a")
     last_eval = None
 
     def do_eval(s):
@@ -393,8 +402,9 @@ def _train_loop(config, trainer, state, out, wall_offset, run=None) -> int:
         res = {k: _float_or_none(v) for k, v in evaluate(state.params).items()}
         line = {"step": s, "loss": res["loss"], "baseline_loss": task.baseline_loss, "accuracy": res.get("accuracy")}
         line.update({k: v for k, v in res.items() if k not in line})
-        with open(os.path.join(out, "eval.jsonl"), "a") as f:
-            f.write(json.dumps(line) + "\n")
+        if writer:
+            with open(os.path.join(out, "eval.jsonl"), "a") as f:
+                f.write(json.dumps(line) + "\n")
         base = f" (baseline {task.baseline_loss:.4g})" if task.baseline_loss is not None else ""
         acc = f"  accuracy {_fmt(res['accuracy'])}" if "accuracy" in res else ""
         progress.write(f"eval step {s}: loss {_fmt(res['loss'])}{base}{acc}")
@@ -402,12 +412,15 @@ def _train_loop(config, trainer, state, out, wall_offset, run=None) -> int:
 
     def do_gradflow(s):
         norms = np.asarray(gradflow(state.params), dtype=np.float64)
+        if not writer:
+            return
         with open(os.path.join(out, "gradflow.jsonl"), "a") as f:
             f.write(json.dumps({"step": s, "grad_norms": [_float_or_none(x) for x in norms]}) + "\n")
 
     def save(s):
-        meta = {"step": s, "wall_time_s": wall(), "config": _config_json(config)}
-        ckpt.save(os.path.join(out, CHECKPOINT), state, meta)
+        if writer:
+            meta = {"step": s, "wall_time_s": wall(), "config": _config_json(config)}
+            ckpt.save(os.path.join(out, CHECKPOINT), state, meta)
 
     status = "completed"
     try:
@@ -468,7 +481,8 @@ def _train_loop(config, trainer, state, out, wall_offset, run=None) -> int:
         "clip": config.clip,
         "init_gain": config.init_gain,
     }
-    write_json(os.path.join(out, "summary.json"), summary)
+    if writer:
+        write_json(os.path.join(out, "summary.json"), summary)
     if status != "completed":
         print(f"rnnjax train: run stopped after {config.max_skips} consecutive non-finite steps "
               f"(step {step} of {total}); summary in {os.path.join(out, 'summary.json')}", file=sys.stderr)
