@@ -84,7 +84,9 @@ def main() -> None:
 
     import rnnjax
     from rnnjax import sweep
-    from rnnjax.train import RunConfig, build, run_key
+    from rnnjax.train import RunConfig, build, compiler_options, run_key
+
+    options = compiler_options()  # what `rnnjax train` and `rnnjax sweep` compile with
 
     base = RunConfig(task=cfg.task, cell=cfg.cell, hidden=cfg.hidden, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
                      steps=cfg.steps, lr=cfg.lr, clip=1.0, task_options=(("eval_size", cfg.eval_size),))
@@ -97,8 +99,8 @@ def main() -> None:
         for c in configs:  # what `rnnjax train` does per run (minus process start-up and file output)
             trainer = build(c)
             state = jax.jit(trainer.init)(run_key(c.seed))
-            state, _ = jax.jit(trainer.run, static_argnums=1)(state, c.steps)
-            losses.append(float(jax.jit(trainer.evaluate)(state.params)["loss"]))
+            state, _ = jax.jit(trainer.run, static_argnums=1, compiler_options=options)(state, c.steps)
+            losses.append(float(jax.jit(trainer.evaluate, compiler_options=options)(state.params)["loss"]))
         return losses
 
     def sweep_end_to_end(method="vmap"):
@@ -127,10 +129,11 @@ def main() -> None:
     # ---- 2. execution only: compiled once, called 12 times vs one call of the compiled sweep
     trainer = build(configs[0])
     states = [build(c).init(run_key(c.seed), c.lr) for c in configs]
-    run_one = jax.jit(trainer.run, static_argnums=1).lower(states[0], cfg.steps).compile()
+    run_one = jax.jit(trainer.run, static_argnums=1).lower(states[0], cfg.steps).compile(compiler_options=options)
     stacked = jax.tree.map(lambda *xs: jax.numpy.stack(xs), *states)
-    run_all = jax.jit(jax.vmap(lambda s: trainer.run(s, cfg.steps))).lower(stacked).compile()
-    map_all = jax.jit(lambda st: jax.lax.map(lambda s: trainer.run(s, cfg.steps), st)).lower(stacked).compile()
+    run_all = jax.jit(jax.vmap(lambda s: trainer.run(s, cfg.steps))).lower(stacked).compile(compiler_options=options)
+    map_all = jax.jit(lambda st: jax.lax.map(lambda s: trainer.run(s, cfg.steps), st)).lower(stacked).compile(
+        compiler_options=options)
     jax.block_until_ready(run_one(states[0]))
     jax.block_until_ready(run_all(stacked))
     jax.block_until_ready(map_all(stacked))

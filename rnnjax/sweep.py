@@ -19,14 +19,30 @@ flags, ``--init-gain g``, ``--seed s`` and ``--lr lr``:
   (``optax.inject_hyperparams``), which ``jax.vmap`` batches;
 - evaluation: the task's fixed evaluation set for seed ``s``.
 
-So a row equals the separate run up to the order of float reductions:
-batched kernels round differently from unbatched ones (relative 1e-7 per
-step), and a training run can amplify that — an LSTM on the adding problem
-that "solves" the task a few steps earlier or later ends with a visibly
-different loss after a few hundred steps. ``method="map"`` (``rnnjax sweep
---exact``) runs the runs one after another inside the same compiled program
-instead, which reproduces the separate runs bit for bit (still one
-compilation, no vectorisation).
+On CPU a row is bit for bit the separate run, however long and chaotic:
+``jax.vmap`` alone does not give that, because XLA compiles the batched
+program differently from the unbatched one. Three things made rows drift
+(relative 1e-7 per step, amplified to O(1) after 1000 steps):
+
+- per-run scalars (the global gradient norm of ``clip_by_global_norm``,
+  Adam's bias corrections ``1 - b**t``) become ``(R,)`` vectors; XLA's
+  algebraic simplifier rewrites ``x / broadcast(v)`` into
+  ``x * broadcast(1 / v)`` for a vector ``v`` but not for a scalar, and
+  fuses (and contracts into FMAs) the update differently;
+- XLA:CPU hands some reductions to YNNPACK depending on their shape (the
+  batched bias-gradient sum over (time, batch) but not the unbatched one);
+- its fusion emitters order a reduction over (time, batch) differently when
+  the run axis sits between those dimensions.
+
+The trainer's step is therefore built with ``make_train_step(...,
+batch_invariant=True)``: only the loss and gradients are vectorised; the
+update (optimizer, finiteness guard) is a ``lax.cond`` computation run one
+run at a time under ``jax.vmap`` (``jax.custom_batching.sequential_vmap``),
+compiled exactly as in the single run. Both ``rnnjax train`` and the sweep
+compile with ``rnnjax.train.compiler_options()`` (no YNNPACK reductions, the
+classic CPU emitters). ``method="map"`` (``rnnjax sweep --exact``) runs
+whole runs one after another inside the same compiled program instead (also
+bitwise, no vectorisation).
 
 Example::
 
@@ -126,10 +142,9 @@ def run_sweep(
         ``rnnjax.distributed.batch_mesh``); the run axis is split over its
         devices (runs are padded with copies of the last one to a multiple of
         the device count; the copies are dropped).
-      method: ``"vmap"`` (default): the runs are one vectorised computation —
-        batched kernels, fastest, equal to the separate runs up to float
-        rounding (batched and unbatched kernels round differently; training
-        dynamics can amplify that over many steps, see the module docstring).
+      method: ``"vmap"`` (default): the loss and gradients of all runs are
+        one vectorised computation, the optimizer update runs per run (see the
+        module docstring); on CPU bitwise the separate runs.
         ``"map"``: the runs execute one after another inside the same compiled
         program (``jax.lax.map``; per device with a mesh) — bitwise the
         arithmetic of the single run, still one compilation.
@@ -144,7 +159,7 @@ def run_sweep(
         one data sampler).
     """
     from rnnjax.tasks import get_task
-    from rnnjax.train import build, run_key
+    from rnnjax.train import build, compiler_options, run_key
 
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
@@ -212,14 +227,17 @@ def run_sweep(
                                   check_vma=False)
 
     jit_kwargs = {} if mesh is None else {"in_shardings": in_shardings, "out_shardings": out_shardings}
+    options = compiler_options()  # the options `rnnjax train` compiles with
     say(f"sweep: compiling {n} runs x {steps} steps" + (f" on {mesh.size} devices" if mesh is not None else ""))
-    compiled = jax.jit(train_all, **jit_kwargs).lower(states).compile()
+    compiled = jax.jit(train_all, **jit_kwargs).lower(states).compile(compiler_options=options)
     t_compile = time.perf_counter()
     say("sweep: training")
     states, metrics = compiled(states)
     jax.block_until_ready(states)
     t_train = time.perf_counter()
-    evals = jax.jit(jax.vmap(trainer.evaluate))(states.params, eval_batches)
+    # one run at a time: the evaluation is cheap, and so it is bitwise `rnnjax train`'s
+    evals = jax.jit(lambda p, b: jax.lax.map(lambda pb: trainer.evaluate(*pb), (p, b)),
+                    compiler_options=options)(states.params, eval_batches)
     evals, metrics, counters = jax.device_get(
         (evals, metrics, (states.step, states.skipped, states.consecutive_skips)))
     t_eval = time.perf_counter()

@@ -137,6 +137,7 @@ def make_train_step(
     *,
     has_aux: bool = False,
     jit: bool = True,
+    batch_invariant: bool = False,
 ) -> Callable[[TrainState, Any], tuple[TrainState, dict]]:
     """A pure ``train_step(state, batch) -> (state, metrics)`` on ``optimizer``.
 
@@ -157,6 +158,14 @@ def make_train_step(
       has_aux: ``loss_fn`` returns ``(loss, aux)``.
       jit: wrap in ``jax.jit`` (turn off to vmap/scan it inside a larger program;
         it stays traceable either way).
+      batch_invariant: make ``jax.vmap(train_step)`` give every run the bits
+        of the unbatched step (what ``rnnjax.sweep`` relies on). The update
+        (optimizer, guard) becomes its own computation, ``lax.cond`` on a
+        finite loss, run one run at a time under ``jax.vmap``
+        (``jax.custom_batching.sequential_vmap``); only the loss and gradients
+        are vectorised. Compile with ``compiler_options()`` as well. Without
+        it, a vmapped update divides by per-run scalars that XLA rewrites to
+        reciprocal multiplies and fuses (and contracts to FMAs) differently.
 
     Returns:
       ``train_step``; ``metrics`` is a dict with ``loss``, ``grad_norm`` (global
@@ -178,6 +187,10 @@ def make_train_step(
                 loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
                 aux = {}
             new_carry = None
+        return update(state, loss, grads, aux, new_carry)
+
+    def apply_update(state, loss, grads, aux, new_carry):
+        stateful = state.carry is not None
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -199,6 +212,21 @@ def make_train_step(
         metrics = {"loss": loss, "grad_norm": grad_norm, "applied": ok, "skipped": skipped, **aux}
         return new_state, metrics
 
+    def skip_update(state, loss, grads, aux, new_carry):  # = apply_update when the loss is not finite
+        del new_carry
+        new_state = state._replace(
+            step=state.step + 1,
+            skipped=state.skipped + jnp.ones((), state.skipped.dtype),
+            consecutive_skips=(state.consecutive_skips + 1).astype(state.consecutive_skips.dtype),
+        )
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "applied": jnp.array(False),
+                   "skipped": jnp.array(True), **aux}
+        return new_state, metrics
+
+    def guarded_update(state, loss, grads, aux, new_carry):  # its own HLO computation, as in the unbatched step
+        return jax.lax.cond(jnp.isfinite(loss), apply_update, skip_update, state, loss, grads, aux, new_carry)
+
+    update = jax.custom_batching.sequential_vmap(guarded_update) if batch_invariant else apply_update
     return jax.jit(train_step) if jit else train_step
 
 
@@ -259,7 +287,7 @@ def make_trainer(
         raise ValueError(f"max_skips: expected a positive integer or None, got {max_skips!r}")
     if streaming and task.stream is None:
         raise ValueError(f"streaming: task {task.name!r} defines no stream")
-    train_step = make_train_step(model.loss, optimizer, has_aux=True, jit=False)
+    train_step = make_train_step(model.loss, optimizer, has_aux=True, jit=False, batch_invariant=True)
     stream_next = task.stream(jax.random.key(0), batch_size)[1] if streaming else None
 
     def init(key, learning_rate=None):
@@ -355,6 +383,28 @@ def build(config: RunConfig) -> Trainer:
     streaming = config.tbptt is not None and task.stream is not None
     return make_trainer(model, task, optimizer, batch_size=config.batch_size, max_skips=config.max_skips,
                         streaming=streaming)
+
+
+# XLA:CPU lowers a reduction to a YNNPACK kernel or to its own tree reduction depending on the
+# shape, and its fusion emitters order a reduction over (time, batch) differently once a run axis
+# sits between them: without these two settings a vmapped run's gradients differ from the
+# unbatched run's in the last bit. Both programs (`rnnjax train`, `rnnjax sweep`) compile with them.
+_CPU_BATCH_INVARIANT_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_DOT",
+    "xla_cpu_use_fusion_emitters": False,
+}
+
+
+def compiler_options() -> dict:
+    """XLA options of every training program, so that a run's bits do not depend on a vmapped run axis.
+
+    Pass them to ``jax.jit(..., compiler_options=compiler_options())`` for the
+    training scan and the evaluation (``rnnjax train`` and ``rnnjax.sweep`` do):
+    with them, and a ``Trainer`` from ``make_trainer`` (``batch_invariant``
+    update), each row of a ``jax.vmap``-ed sweep equals the separate run bit
+    for bit on CPU. Empty on other backends.
+    """
+    return dict(_CPU_BATCH_INVARIANT_OPTIONS) if jax.default_backend() == "cpu" else {}
 
 
 def run_key(seed: int) -> jax.Array:

@@ -8,8 +8,9 @@ Every run equals ``rnnjax train`` with the same flags and ``--init-gain g --lr l
   "timing": {...}, "devices": N, "platform": ...}``;
 - ``sweep.png``: final evaluation loss against the init gain, one colour per learning rate, one dot per seed.
 
-``--devices N`` splits the runs over N devices; ``--exact`` runs them one after another inside the one
-compiled program (``jax.lax.map``) so that every row is bitwise the separate run (see ``rnnjax.sweep``).
+``--devices N`` splits the runs over N devices. By default the runs' gradients are vectorised (``jax.vmap``)
+and every row is bitwise the separate run on CPU (see ``rnnjax.sweep``); ``--exact`` runs whole runs one
+after another inside the one compiled program (``jax.lax.map``), bitwise on every backend.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def register(subparsers) -> None:
     p.add_argument("--text", default=None, metavar="FILE", help="text file for the charlm task")
     p.add_argument("--exact", action="store_true",
                    help="run the runs one after another inside the one compiled program (jax.lax.map) instead of "
-                   "vectorised (jax.vmap): bitwise equal to the separate rnnjax train runs, no vectorisation speedup")
+                   "vectorised (jax.vmap): bitwise equal to the separate rnnjax train runs on any backend (the vmapped "
+                   "default is bitwise on CPU), no vectorisation")
     p.add_argument("--out", required=True, help="output directory (must be new or empty)")
     add_device_arguments(p, what="runs of the sweep (single host)", multihost=False)
     p.set_defaults(func=sweep_command)
