@@ -429,7 +429,7 @@ def _tap_list(jaxpr, origins, base: int = 0, *, top: bool = True) -> list[_Tap]:
             inner = eqn.params["jaxpr"]
             inner_origins = [origin.get(v) if isinstance(v, Var) else None for v in eqn.invars]
             taps.extend(_tap_list(getattr(inner, "jaxpr", inner), inner_origins, base + len(taps), top=False))
-    sum_of = {v: k for v, k in out_index.items()}  # var holding a tap's (or a pair's) full output -> tap index
+    sum_of = dict(out_index)  # var holding a tap's (or a pair's) full output -> tap index
     for eqn in jaxpr.eqns:
         if eqn.primitive.name not in ("add", "add_any") or not all(isinstance(v, Var) for v in eqn.invars):
             continue
@@ -457,7 +457,7 @@ def _absorb_biases(jaxpr, origin, uses, sum_of, taps) -> None:
             continue
         for s_var, p_var in (eqn.invars, eqn.invars[::-1]):
             o = origin.get(p_var)
-            if s_var in sum_of and uses[s_var] == 1 and o is not None and o[0] == "p" and s_var is not p_var:
+            if s_var in sum_of and uses[s_var] == 1 and o is not None and o[0] == "p":
                 if s_var.aval.shape == p_var.aval.shape and s_var.aval.dtype == p_var.aval.dtype:
                     found.setdefault(p_var, []).append(sum_of[s_var])
                     break

@@ -88,12 +88,13 @@ def unroll(
     length = v.check_length(length, time)
     if not isinstance(unroll, int) or isinstance(unroll, bool) or unroll < 1:
         raise ValueError(f"unroll: expected a positive integer (steps per scan iteration), got {unroll!r}")
+    remat_options = _check_remat(remat)
     if method == "scan":
         if method_options:
             raise TypeError(f"method_options: method 'scan' takes none, got {sorted(method_options)}")
         if backward not in BACKWARDS:
             raise ValueError(f"backward: expected one of {BACKWARDS}, got {backward!r}")
-        return _scan_unroll(cell, params, xs, carry, length, reverse, unroll, remat, backward)
+        return _scan_unroll(cell, params, xs, carry, length, reverse, unroll, remat_options, backward)
     if method == "associative":
         from rnnjax._parallel import associative_unroll
 
@@ -200,15 +201,16 @@ def _segment_scan(f, carry, xs, k, reverse, unroll):
     return carry, ys
 
 
-def _scan_unroll(cell, params, xs, carry, length, reverse, unroll, remat, backward="fast"):
-    per_step, segments = _check_remat(remat)
+def _scan_unroll(cell, params, xs, carry, length, reverse, unroll, remat_options, backward="fast"):
+    per_step, segments = remat_options  # from _check_remat
     step = jax.checkpoint(cell.step) if per_step else cell.step
     carry = _fastgrad.match_varying(carry, params, xs, length)  # inside shard_map: a per-device carry
     # Inside shard_map, JAX 0.10 cannot linearise the fast path of a cell whose only parameter matmuls
     # read the input (LRU, minGRU, minLSTM: the scan's DCE rejects the carry's varying axes); those cells
     # gain little from it anyway (no recurrent matmul), so they take plain autodiff there.
     in_shard_map = bool(_fastgrad.varying_axes(carry))
-    fast = backward == "fast" and not per_step and segments is None and not (in_shard_map and cell.linear_recurrence is not None)
+    fast = (backward == "fast" and not per_step and segments is None
+            and not (in_shard_map and cell.linear_recurrence is not None))
 
     def scan(fn, carry, xs, aux=None, reverse=False):
         # ``fn(params, carry, x, aux) -> (carry, y)``; params stay explicit for the fast backward.
