@@ -31,7 +31,7 @@ from typing import Callable
 
 import numpy as np
 
-from rnnjax import GLIBC_TUNABLES, tune_allocator  # noqa: F401  (re-exported for the scripts)
+from rnnjax.allocator import tune_allocator
 
 
 def apply_settings(*, allocator: str = "tuned", host_devices: int | None = None) -> dict:

@@ -5,7 +5,7 @@ A cell is a ``Cell(init, initial_carry, step)`` of pure functions;
 is backpropagation through time.
 """
 
-from rnnjax import bptt, gradflow, initializers, interop, tasks
+from rnnjax import gradflow, initializers, interop, tasks
 from rnnjax._cells import (
     ACTIVATIONS,
     Cell,
@@ -32,8 +32,7 @@ from rnnjax._layers import (
 )
 from rnnjax._deer import DeerInfo
 from rnnjax._modern import LRUParams, MinGRUParams, MinLSTMParams, lru, lru_eigenvalues, mingru, minlstm
-from rnnjax._allocator import GLIBC_TUNABLES, tune_allocator
-from rnnjax._registry import CELLS, make_cell
+from rnnjax._registry import CELLS, make_cell, register_cell
 from rnnjax._unroll import unroll, unroll_batch
 from rnnjax import checkpoint, distributed, models, sweep, train
 from rnnjax.models import Model, many_to_many, many_to_one, one_to_many, seq2seq
@@ -48,7 +47,6 @@ __all__ = [
     "CELLS",
     "DeerInfo",
     "ElmanParams",
-    "GLIBC_TUNABLES",
     "GRUParams",
     "Layer",
     "Linear",
@@ -62,7 +60,6 @@ __all__ = [
     "Trainer",
     "TrainState",
     "bidirectional",
-    "bptt",
     "checkpoint",
     "distributed",
     "elman",
@@ -86,6 +83,7 @@ __all__ = [
     "minlstm",
     "models",
     "one_to_many",
+    "register_cell",
     "seq2seq",
     "sequential",
     "stack",
@@ -93,7 +91,6 @@ __all__ = [
     "tasks",
     "torch_init",
     "train",
-    "tune_allocator",
     "unroll",
     "unroll_batch",
 ]

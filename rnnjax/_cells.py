@@ -12,6 +12,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnnjax import initializers as inits
 
@@ -116,12 +117,21 @@ ACTIVATIONS: dict[str, tuple[Callable, Callable, float]] = {
 
 
 def _check_size(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    """``value`` as a Python int if it is a positive integer (Python or NumPy, not bool), else raise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return value
+    return int(value)
+
+
+def default_dtype() -> np.dtype:
+    """JAX's default float dtype now: float64 under ``jax_enable_x64``, else float32 (as ``jnp.zeros``)."""
+    return jax.dtypes.canonicalize_dtype(jnp.float64)
 
 
 def _check_dtype(dtype):
+    """A floating parameter dtype; ``None`` is JAX's default float dtype (``default_dtype()``), read now."""
+    if dtype is None:
+        return default_dtype()
     dtype = jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"dtype: expected a floating dtype (float32, float64, ...), got {dtype}")
@@ -130,6 +140,26 @@ def _check_dtype(dtype):
             "dtype: float64 needs 64-bit mode; call jax.config.update('jax_enable_x64', True) first"
         )
     return dtype
+
+
+def _check_function(name: str, fn) -> Callable:
+    if not callable(fn):
+        raise TypeError(f"{name}: expected a callable acting elementwise on arrays (e.g. jnp.tanh), got {fn!r}")
+    return fn
+
+
+def _gated_cell(cell: Cell, gate_fn: Callable, activation_fn: Callable) -> Cell:
+    cell.step._gate_functions = (gate_fn, activation_fn)  # read by gate_functions(cell)
+    return cell
+
+
+def gate_functions(cell: Cell) -> tuple[Callable, Callable] | None:
+    """``(gate_fn, activation_fn)`` of a cell built by ``rnnjax.lstm`` or ``rnnjax.gru``, else None.
+
+    Exporters read it: PyTorch's LSTM and GRU have no slot for other functions
+    than the defaults ``(jax.nn.sigmoid, jnp.tanh)``; Flax's cells have.
+    """
+    return getattr(cell.step, "_gate_functions", None)
 
 
 def _matvec(w, x):
@@ -148,7 +178,7 @@ def elman(
     rec_init: inits.Initializer | None = None,
     bias_init: inits.Initializer | None = None,
     recurrent_bias: bool = False,
-    dtype=jnp.float32,
+    dtype=None,
     name: str | None = None,
 ) -> Cell:
     """Elman (vanilla) RNN: ``h' = phi(W_in x + W_rec h + b)``, ``y = h'``.
@@ -161,7 +191,8 @@ def elman(
       rec_init: initialiser of ``w_rec (H, H)``; default orthogonal (gain 1).
       bias_init: initialiser of ``b (H,)``; default zeros.
       recurrent_bias: also create ``b_rec`` (PyTorch's second bias).
-      dtype: parameter and state dtype.
+      dtype: parameter and state dtype; default (None) JAX's default float
+        dtype, float64 under ``jax_enable_x64``, else float32.
       name: label; defaults to ``"elman-<activation>"``.
 
     Returns:
@@ -208,7 +239,7 @@ def irnn(
     *,
     gain: float = 1.0,
     input_scale: float = 0.001,
-    dtype=jnp.float32,
+    dtype=None,
 ) -> Cell:
     """IRNN: ReLU Elman cell with ``W_rec = gain * I``, zero bias, small input weights.
 
@@ -218,7 +249,7 @@ def irnn(
       gain: scale of the identity recurrent matrix.
       input_scale: standard deviation of the Gaussian input weights (the
         paper used 0.001).
-      dtype: parameter and state dtype.
+      dtype: parameter and state dtype; default JAX's default float dtype.
 
     References:
       Le, Jaitly & Hinton, "A simple way to initialize recurrent networks of
@@ -228,8 +259,8 @@ def irnn(
         input_size,
         hidden_size,
         activation="relu",
-        in_init=inits.normal(input_scale),
-        rec_init=inits.identity(gain),
+        in_init=inits.normal(inits.check_positive("input_scale", input_scale)),
+        rec_init=inits.identity(inits.check_positive("gain", gain)),
         dtype=dtype,
         name="irnn",
     )
@@ -246,14 +277,17 @@ def lstm(
     recurrent_bias: bool = False,
     proj_size: int | None = None,
     proj_init: inits.Initializer | None = None,
-    dtype=jnp.float32,
+    gate_fn: Callable = jax.nn.sigmoid,
+    activation_fn: Callable = jnp.tanh,
+    dtype=None,
 ) -> Cell:
     """Long short-term memory cell (PyTorch's equations and gate order i, f, g, o).
 
     ``i, f, o = sigmoid(.)``, ``g = tanh(.)`` of ``W_in x + W_rec h + b``;
     ``c' = f * c + i * g``; ``h' = o * tanh(c')``; ``y = h'``. With
     ``proj_size=P``: ``h' = W_proj (o * tanh(c'))`` of width P (PyTorch's
-    ``nn.LSTM(proj_size=P)``).
+    ``nn.LSTM(proj_size=P)``). ``gate_fn`` replaces sigmoid and
+    ``activation_fn`` both tanh's, as in Flax's ``LSTMCell``.
 
     Args:
       input_size: I.
@@ -271,7 +305,13 @@ def lstm(
         (``None``: no projection); must be smaller than ``hidden_size``, as in
         PyTorch.
       proj_init: initialiser of ``w_proj (P, H)``; default LeCun normal.
-      dtype: parameter and state dtype.
+      gate_fn: elementwise function of the i, f, o gates; default
+        ``jax.nn.sigmoid`` (Flax's ``gate_fn``).
+      activation_fn: elementwise function of the candidate ``g`` and of
+        ``c'`` in ``h'``; default ``jnp.tanh`` (Flax's ``activation_fn``).
+        PyTorch has only the defaults: ``rnnjax.interop.to_torch`` refuses
+        other functions.
+      dtype: parameter and state dtype; default JAX's default float dtype.
 
     Returns:
       A ``Cell`` with ``LSTMParams`` and carry ``LSTMState(h, c)``;
@@ -289,6 +329,7 @@ def lstm(
         if proj_size >= hidden_size:
             raise ValueError(f"proj_size: expected a value smaller than hidden_size={hidden_size}, got {proj_size}")
     dtype = _check_dtype(dtype)
+    gate_fn, act = _check_function("gate_fn", gate_fn), _check_function("activation_fn", activation_fn)
     in_init = inits.blockwise(inits.lecun_normal() if in_init is None else in_init, 4)
     rec_init = inits.blockwise(inits.orthogonal() if rec_init is None else rec_init, 4)
     bias_init = inits.zeros() if bias_init is None else bias_init
@@ -316,13 +357,13 @@ def lstm(
         if params.b_rec is not None:
             z = z + params.b_rec
         i, f, g, o = jnp.split(z, 4)
-        c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        c = gate_fn(f) * carry.c + gate_fn(i) * act(g)
+        h = gate_fn(o) * act(c)
         if params.w_proj is not None:
             h = _matvec(params.w_proj, h)
         return LSTMState(h, c), h
 
-    return Cell(init, initial_carry, step, input_size, p_, "lstm")
+    return _gated_cell(Cell(init, initial_carry, step, input_size, p_, "lstm"), gate_fn, act)
 
 
 def gru(
@@ -332,7 +373,9 @@ def gru(
     in_init: inits.Initializer | None = None,
     rec_init: inits.Initializer | None = None,
     bias_init: inits.Initializer | None = None,
-    dtype=jnp.float32,
+    gate_fn: Callable = jax.nn.sigmoid,
+    activation_fn: Callable = jnp.tanh,
+    dtype=None,
 ) -> Cell:
     """Gated recurrent unit in PyTorch's formulation (gate order r, z, n).
 
@@ -341,6 +384,7 @@ def gru(
     ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``,
     ``h' = (1 - z) * n + z * h``; ``y = h'``. The reset gate multiplies after
     the hidden matmul, so PyTorch and Flax linen GRUs load exactly.
+    ``gate_fn`` replaces sigmoid and ``activation_fn`` tanh, as in Flax's ``GRUCell``.
 
     Args:
       input_size: I.
@@ -348,7 +392,11 @@ def gru(
       in_init: initialiser of each gate's ``(H, I)`` input block; default LeCun normal.
       rec_init: initialiser of each gate's ``(H, H)`` recurrent block; default orthogonal.
       bias_init: initialiser of ``b`` and ``b_rec`` (each ``(3H,)``); default zeros.
-      dtype: parameter and state dtype.
+      gate_fn: elementwise function of the r and z gates; default ``jax.nn.sigmoid``.
+      activation_fn: elementwise function of the candidate ``n``; default
+        ``jnp.tanh``. PyTorch has only the defaults: ``rnnjax.interop.to_torch``
+        refuses other functions.
+      dtype: parameter and state dtype; default JAX's default float dtype.
 
     Returns:
       A ``Cell`` with ``GRUParams`` and carry ``h: (H,)``.
@@ -359,6 +407,7 @@ def gru(
     input_size = _check_size("input_size", input_size)
     hidden_size = _check_size("hidden_size", hidden_size)
     dtype = _check_dtype(dtype)
+    gate_fn, act = _check_function("gate_fn", gate_fn), _check_function("activation_fn", activation_fn)
     in_init = inits.blockwise(inits.lecun_normal() if in_init is None else in_init, 3)
     rec_init = inits.blockwise(inits.orthogonal() if rec_init is None else rec_init, 3)
     bias_init = inits.zeros() if bias_init is None else bias_init
@@ -381,13 +430,13 @@ def gru(
         gh = _matvec(params.w_rec, h) + params.b_rec
         i_r, i_z, i_n = jnp.split(gi, 3)
         h_r, h_z, h_n = jnp.split(gh, 3)
-        r = jax.nn.sigmoid(i_r + h_r)
-        z = jax.nn.sigmoid(i_z + h_z)
-        n = jnp.tanh(i_n + r * h_n)
+        r = gate_fn(i_r + h_r)
+        z = gate_fn(i_z + h_z)
+        n = act(i_n + r * h_n)
         h = (1.0 - z) * n + z * h
         return h, h
 
-    return Cell(init, initial_carry, step, input_size, hidden_size, "gru")
+    return _gated_cell(Cell(init, initial_carry, step, input_size, hidden_size, "gru"), gate_fn, act)
 
 
 def torch_init(cell_factory: Callable[..., Cell], input_size: int, hidden_size: int, **kwargs) -> Cell:

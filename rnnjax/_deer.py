@@ -34,8 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnjax._carry import flatten_carry
 from rnnjax._parallel import affine_scan
-from rnnjax.gradflow import flatten_carry
 
 ON_FAILURE = ("warn", "raise", "nan")
 
@@ -212,8 +212,9 @@ def deer_unroll(cell, params, xs, carry, *, length=None, reverse=False, **option
     return_info = options.get("return_info", False)
     if not isinstance(quasi, bool):
         raise TypeError(f"quasi: expected a bool, got {quasi!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+    if isinstance(max_iter, (bool, np.bool_)) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
         raise ValueError(f"max_iter: expected a positive integer, got {max_iter!r}")
+    max_iter = int(max_iter)
     if on_failure not in ON_FAILURE:
         raise ValueError(f"on_failure: expected one of {ON_FAILURE}, got {on_failure!r}")
 

@@ -51,45 +51,9 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 from jax.extend.core import Literal, Var
 
+from rnnjax._shard_map import match_varying
+
 _CALL_PRIMITIVES = ("jit", "pjit", "closed_call", "core_call")
-
-
-def varying_axes(tree: Any) -> frozenset:
-    """The manual mesh axes (inside ``jax.shard_map``) along which any leaf of ``tree`` varies; empty elsewhere."""
-    leaves = jax.tree.leaves(tree)
-    if len(leaves) != 1 or leaves[0] is not tree:
-        return frozenset().union(*(varying_axes(a) for a in leaves))
-    try:
-        aval = jax.typeof(tree)
-    except TypeError:
-        return frozenset()
-    manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.10
-    if manual is not None:
-        return frozenset(manual.varying)
-    return frozenset(getattr(aval, "vma", ()))  # jax 0.6-0.9
-
-
-def match_varying(tree: Any, *others: Any) -> Any:
-    """Cast the leaves of ``tree`` to vary along every manual axis any leaf of ``tree`` or ``others`` varies along.
-
-    Inside ``jax.shard_map`` a scan's carry must keep its type: a constant
-    initial carry (zeros) next to per-device inputs would otherwise become
-    "varying" after one step and the scan would be rejected. Outside
-    ``shard_map`` this returns ``tree`` unchanged.
-    """
-    axes = varying_axes((tree, others))
-    if not axes:
-        return tree
-
-    def cast(a):
-        missing = tuple(sorted(axes - varying_axes(a)))
-        if not missing:
-            return a
-        if hasattr(jax.lax, "pcast"):
-            return jax.lax.pcast(a, missing, to="varying")
-        return jax.lax.pvary(a, missing)
-
-    return jax.tree.map(cast, tree)
 
 
 def _is_zero(t) -> bool:

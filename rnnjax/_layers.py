@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -9,6 +10,7 @@ import jax.numpy as jnp
 
 from rnnjax import _validate as v
 from rnnjax import initializers as inits
+from rnnjax._carry import carry_size, flatten_carry
 from rnnjax._cells import Cell, _check_dtype, _check_size
 from rnnjax._unroll import unroll
 
@@ -64,10 +66,20 @@ class Layer(NamedTuple):
     Attributes:
       init: ``init(key) -> params``.
       initial_carry: ``initial_carry() -> carry`` (unbatched).
-      apply: ``apply(params, xs, carry=None, *, length=None, key=None) ->
-        (final_carry, ys)`` with ``xs: (time, input_size)``,
-        ``ys: (time, output_size)``; ``key`` enables dropout (None: no dropout).
+      apply: ``apply(params, xs, carry=None, *, length=None, key=None,
+        deltas=None) -> (final_carry, ys)`` with ``xs: (time, input_size)``,
+        ``ys: (time, output_size)``; ``key`` enables dropout (None: no
+        dropout); ``deltas``, a pytree like the carry with leaves
+        ``(time,) + leaf.shape``, is added to the carry entering each step
+        (zeros: a probe whose gradient is ``dL/dc_t``, see
+        ``rnnjax.gradflow.hidden_grad_norms``).
       input_size, output_size: widths.
+      backward_size: the last ``backward_size`` output units come from a pass
+        backwards in time (their summary of the sequence sits at ``t = 0``,
+        where ``many_to_one`` reads them).
+      backward_carry: a pytree of bools shaped like ``initial_carry()``, True
+        on the leaves of backward passes; None: all forward. A layer with a
+        backward leaf is not causal (``ys[t]`` reads ``xs[t:]``).
     """
 
     init: Callable[[jax.Array], Any]
@@ -75,17 +87,85 @@ class Layer(NamedTuple):
     apply: Callable[..., tuple[Any, jax.Array]]
     input_size: int
     output_size: int
+    backward_size: int = 0
+    backward_carry: Any = None
+
+
+def backward_leaves(rec: Cell | Layer) -> Any:
+    """``rec.backward_carry`` with None filled in: a pytree of bools shaped like the carry (all False for a Cell)."""
+    marks = rec.backward_carry if isinstance(rec, Layer) else None
+    if marks is None:
+        return jax.tree.map(lambda _: False, jax.eval_shape(rec.initial_carry))
+    return marks
+
+
+def is_causal(rec: Cell | Layer) -> bool:
+    """True unless ``rec`` is a ``Layer`` with a backward pass (``reverse``, ``bidirectional``)."""
+    return not any(jax.tree.leaves(backward_leaves(rec)))
+
+
+@functools.lru_cache(maxsize=64)
+def _probed(cell: Cell) -> Cell:
+    """``cell`` reading ``[x, flat(delta)]``, adding ``delta`` to its carry before the step."""
+    unflatten = flatten_carry(cell.initial_carry())[1]
+    width = cell.input_size
+
+    def step(params, carry, xd):
+        carry = jax.tree.map(jnp.add, carry, unflatten(xd[width:]))
+        return cell.step(params, carry, xd[:width])
+
+    return Cell(cell.init, cell.initial_carry, step, width + carry_size(cell), cell.output_size, cell.name)
+
+
+def probe(cell: Cell, xs: jax.Array, deltas: Any) -> tuple[Cell, jax.Array]:
+    """A cell and inputs whose unroll adds ``deltas[..., t]`` to the carry entering step ``t``.
+
+    Differentiating a loss with respect to zero ``deltas`` gives ``dL/dc_t``
+    for every step in one backward pass (masking and ``reverse`` apply to the
+    deltas as to the inputs).
+
+    Args:
+      cell: a ``Cell``.
+      xs: ``(..., time, input_size)``.
+      deltas: a pytree like ``cell.initial_carry()`` with leaves
+        ``(..., time) + leaf.shape``.
+
+    Returns:
+      ``(probed_cell, xs_and_deltas)`` with ``xs_and_deltas: (..., time,
+      input_size + carry_size(cell))``: unroll the first on the second.
+    """
+    lead = xs.shape[:-1]
+    expected = jax.eval_shape(cell.initial_carry)
+    if jax.tree.structure(deltas) != jax.tree.structure(expected) or any(
+        d.shape != lead + e.shape for d, e in zip(jax.tree.leaves(deltas), jax.tree.leaves(expected))
+    ):
+        want = jax.tree.map(lambda e: lead + e.shape, expected)
+        got = jax.tree.map(jnp.shape, deltas)
+        raise ValueError(f"deltas: expected a carry-like pytree with leaf shapes {want}, got {got}")
+    parts = []
+    for d in jax.tree.leaves(deltas):
+        d = d.reshape(lead + (-1,))
+        parts += [jnp.real(d), jnp.imag(d)] if jnp.iscomplexobj(d) else [d]
+    return _probed(cell), jnp.concatenate([xs, *parts], axis=-1)
+
+
+def _unroll(cell, params, xs, carry, length, deltas, reverse, options):
+    if deltas is not None:
+        cell, xs = probe(cell, xs, deltas)
+    return unroll(cell, params, xs, carry, length=length, reverse=reverse, **options)
 
 
 def layer(cell: Cell, *, reverse: bool = False, **unroll_options) -> Layer:
     """A ``Layer`` that unrolls ``cell`` (backwards over the valid prefix if ``reverse``)."""
     v.check_cell(cell)
 
-    def apply(params, xs, carry=None, *, length=None, key=None):
+    def apply(params, xs, carry=None, *, length=None, key=None, deltas=None):
         del key
-        return unroll(cell, params, xs, carry, length=length, reverse=reverse, **unroll_options)
+        return _unroll(cell, params, xs, carry, length, deltas, reverse, unroll_options)
 
-    return Layer(cell.init, cell.initial_carry, apply, cell.input_size, cell.output_size)
+    marks = jax.tree.map(lambda _: bool(reverse), jax.eval_shape(cell.initial_carry))
+    back = cell.output_size if reverse else 0
+    return Layer(cell.init, cell.initial_carry, apply, cell.input_size, cell.output_size, back, marks)
 
 
 class BidirectionalParams(NamedTuple):
@@ -125,14 +205,17 @@ def bidirectional(forward: Cell, backward: Cell | None = None, **unroll_options)
     def initial_carry():
         return (forward.initial_carry(), backward.initial_carry())
 
-    def apply(params, xs, carry=None, *, length=None, key=None):
+    def apply(params, xs, carry=None, *, length=None, key=None, deltas=None):
         del key
         c_f, c_b = (None, None) if carry is None else carry
-        c_f, y_f = unroll(forward, params.forward, xs, c_f, length=length, **unroll_options)
-        c_b, y_b = unroll(backward, params.backward, xs, c_b, length=length, reverse=True, **unroll_options)
+        d_f, d_b = (None, None) if deltas is None else deltas
+        c_f, y_f = _unroll(forward, params.forward, xs, c_f, length, d_f, False, unroll_options)
+        c_b, y_b = _unroll(backward, params.backward, xs, c_b, length, d_b, True, unroll_options)
         return (c_f, c_b), jnp.concatenate([y_f, y_b], axis=-1)
 
-    return Layer(init, initial_carry, apply, forward.input_size, forward.output_size + backward.output_size)
+    marks = (backward_leaves(forward), jax.tree.map(lambda _: True, jax.eval_shape(backward.initial_carry)))
+    width = forward.output_size + backward.output_size
+    return Layer(init, initial_carry, apply, forward.input_size, width, backward.output_size, marks)
 
 
 def _as_layer(item, k) -> Layer:
@@ -176,19 +259,21 @@ def sequential(*layers: Cell | Layer, dropout: float = 0.0) -> Layer:
     def initial_carry():
         return tuple(lay.initial_carry() for lay in ls)
 
-    def apply(params, xs, carry=None, *, length=None, key=None):
+    def apply(params, xs, carry=None, *, length=None, key=None, deltas=None):
         carry = (None,) * len(ls) if carry is None else carry
+        deltas = (None,) * len(ls) if deltas is None else deltas
         keys = [(None, None)] * len(ls) if key is None else jax.random.split(key, (len(ls), 2))
         finals = []
-        for k, (lay, p, c) in enumerate(zip(ls, params, carry)):
-            c, xs = lay.apply(p, xs, c, length=length, key=keys[k][0])
+        for k, (lay, p, c, d) in enumerate(zip(ls, params, carry, deltas)):
+            c, xs = lay.apply(p, xs, c, length=length, key=keys[k][0], deltas=d)
             finals.append(c)
             if dropout > 0.0 and key is not None and k < len(ls) - 1:
                 keep = jax.random.bernoulli(keys[k][1], 1.0 - dropout, xs.shape)
                 xs = jnp.where(keep, xs / (1.0 - dropout), jnp.zeros_like(xs))
         return tuple(finals), xs
 
-    return Layer(init, initial_carry, apply, ls[0].input_size, ls[-1].output_size)
+    marks = tuple(backward_leaves(lay) for lay in ls)
+    return Layer(init, initial_carry, apply, ls[0].input_size, ls[-1].output_size, ls[-1].backward_size, marks)
 
 
 class LinearParams(NamedTuple):

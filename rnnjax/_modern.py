@@ -69,7 +69,7 @@ def lru(
     r_min: float = 0.9,
     r_max: float = 0.999,
     max_phase: float = 2 * math.pi,
-    dtype=jnp.float32,
+    dtype=None,
 ) -> Cell:
     """Linear recurrent unit (Orvieto et al. 2023): a complex diagonal linear RNN.
 
@@ -89,7 +89,8 @@ def lru(
       r_min: smallest initial ``|lambda|``, in ``[0, r_max]``.
       r_max: largest initial ``|lambda|``, in ``(r_min, 1)``.
       max_phase: largest initial ``arg(lambda)``, in ``(0, 2 pi]``.
-      dtype: real parameter dtype; the carry is the matching complex dtype.
+      dtype: real parameter dtype; default JAX's default float dtype (float64
+        under ``jax_enable_x64``); the carry is the matching complex dtype.
 
     Returns:
       A ``Cell`` with ``LRUParams``, complex carry ``x: (H,)`` and a
@@ -200,7 +201,7 @@ def mingru(
     *,
     in_init: inits.Initializer | None = None,
     gate_bias: float = 0.0,
-    dtype=jnp.float32,
+    dtype=None,
 ) -> Cell:
     """minGRU (Feng et al. 2024): a GRU whose gates see only the input.
 
@@ -215,7 +216,7 @@ def mingru(
       gate_bias: initial ``b_z`` (all entries). Negative values start with
         ``1 - z`` closer to 1, i.e. a longer memory: at zero input the carry
         decays by ``sigmoid(-gate_bias)`` per step.
-      dtype: parameter and state dtype.
+      dtype: parameter and state dtype; default JAX's default float dtype.
 
     Returns:
       A ``Cell`` with ``MinGRUParams``, carry ``h: (H,)`` and a ``linear_recurrence``.
@@ -271,7 +272,7 @@ def minlstm(
     in_init: inits.Initializer | None = None,
     forget_bias: float = 0.0,
     input_bias: float = 0.0,
-    dtype=jnp.float32,
+    dtype=None,
 ) -> Cell:
     """minLSTM (Feng et al. 2024): an LSTM with input-only, normalised gates and no cell/output split.
 
@@ -285,7 +286,7 @@ def minlstm(
       in_init: initialiser of ``w_f, w_i, w_h`` ``(H, I)``; default LeCun normal.
       forget_bias: initial ``b_f`` (larger: longer memory).
       input_bias: initial ``b_i``.
-      dtype: parameter and state dtype.
+      dtype: parameter and state dtype; default JAX's default float dtype.
 
     Returns:
       A ``Cell`` with ``MinLSTMParams``, carry ``h: (H,)`` and a ``linear_recurrence``.

@@ -18,6 +18,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from rnnjax import _validate as v
+
 
 def _combine(left, right):
     """Elementwise affine composition: ``left`` applied first, then ``right``."""
@@ -129,6 +131,7 @@ def associative_unroll(cell, params, xs, carry, *, length=None, reverse=False, *
     hs = affine_scan(a, b, carry, reverse=reverse)
     final = jax.tree.map(lambda h: h[0] if reverse else h[-1], hs)
     ys = readout(params, hs, xs)
+    v.check_output(cell, ys, time)
     if valid is not None:
         ys = mask_steps(ys, 0)
     return final, ys

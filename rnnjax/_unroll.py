@@ -11,6 +11,7 @@ import numpy as np
 
 from rnnjax import _fastgrad
 from rnnjax._cells import Cell
+from rnnjax._shard_map import match_varying, varying_axes
 from rnnjax import _validate as v
 
 METHODS = ("scan", "associative", "deer")
@@ -28,9 +29,9 @@ def unroll(
     unroll: int = 1,
     remat: bool | int = False,
     method: str = "scan",
-    backward: str = "fast",
+    backward: str | None = None,
     **method_options,
-) -> tuple[Any, Any]:
+) -> tuple[Any, ...]:
     """Run ``cell`` over one sequence; differentiate it for BPTT.
 
     ``ys[t] = y_t`` where ``(c_{t+1}, y_t) = cell.step(params, c_t, xs[t])``.
@@ -47,10 +48,11 @@ def unroll(
         the final carry is the carry after step ``length - 1``; ``length=0``
         returns the initial carry. A concrete value outside ``[0, time]``
         raises; a traced one is clipped to that range.
-      reverse: run over the valid prefix backwards (``xs[length-1], ...,
-        xs[0]``), writing each output at its own time index so that forward
-        and backward outputs line up (bidirectional layers).
-      unroll: steps per scan iteration (``jax.lax.scan``'s ``unroll``).
+      reverse: a bool; run over the valid prefix backwards (``xs[length-1],
+        ..., xs[0]``), writing each output at its own time index so that
+        forward and backward outputs line up (bidirectional layers).
+      unroll: steps per scan iteration (``jax.lax.scan``'s ``unroll``);
+        ``method="scan"`` only.
       remat: trade compute for memory in the backward pass, same values and
         gradients. ``True``: rematerialise each step (``jax.checkpoint`` on
         the cell), memory O(time * carry) instead of O(time * intermediates).
@@ -58,22 +60,35 @@ def unroll(
         only the carry at each segment start is kept, and the backward pass
         re-runs one segment at a time, so the stored carries drop to
         O(time / k + k) (``k ≈ sqrt(time)`` is the classic choice; e.g. 100 at
-        T = 10000), for about one extra forward pass.
+        T = 10000), for about one extra forward pass. ``method="scan"`` only.
       method: ``"scan"`` (sequential), ``"associative"`` (parallel prefix
         scan, cells with a ``linear_recurrence`` only) or ``"deer"`` (Newton
         iterations over the whole sequence, any cell).
-      backward: reverse mode of ``method="scan"`` without ``remat``:
-        ``"fast"`` (default) takes every weight gradient after the backward
+      backward: reverse mode of ``method="scan"`` without ``remat`` (other
+        methods refuse it: theirs is fixed): ``"fast"`` (default) takes every weight gradient after the backward
         loop as one matmul over all steps (``rnnjax._fastgrad``; derived
         automatically for any cell, same numbers up to float summation
         order); ``"autodiff"`` is plain ``jax.grad`` of ``jax.lax.scan``, the
         reference the fast path is tested against.
-      **method_options: options of the chosen method.
+      **method_options: options of the chosen method (``method="deer"``:
+        ``quasi``, ``tol``, ``max_iter``, ``on_failure``, ``return_info``;
+        see ``rnnjax._deer.deer_unroll``); the others take none.
 
     Returns:
-      ``(final_carry, ys)`` with ``ys: (time, output_size)``.
+      ``(final_carry, ys)`` with ``ys: (time, output_size)``; only
+      ``method="deer", return_info=True`` returns a triple
+      ``(final_carry, ys, rnnjax.DeerInfo)``.
+
+    Raises:
+      ValueError, TypeError: at trace time, naming the argument: a bad shape
+        of ``xs``, ``carry`` or ``params``, non-floating ``params``, a step
+        whose ``y`` is not ``(output_size,)``, ``reverse`` not a bool, or an
+        option the chosen ``method`` does not use (``remat``, ``unroll`` or
+        ``backward`` with ``"associative"`` or ``"deer"``).
     """
     v.check_cell(cell)
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     v.check_params(cell, params)
     xs = v.check_xs(cell, xs)
     time = xs.shape[0]
@@ -86,24 +101,35 @@ def unroll(
     xs = xs.astype(dtype)
     carry = jax.tree.map(lambda c: jnp.asarray(c, jnp.result_type(c, dtype)), carry)
     length = v.check_length(length, time)
-    if not isinstance(unroll, int) or isinstance(unroll, bool) or unroll < 1:
+    if not isinstance(reverse, (bool, np.bool_)):
+        raise TypeError(f"reverse: expected a bool, got {reverse!r}")
+    reverse = bool(reverse)
+    if isinstance(unroll, (bool, np.bool_)) or not isinstance(unroll, (int, np.integer)) or unroll < 1:
         raise ValueError(f"unroll: expected a positive integer (steps per scan iteration), got {unroll!r}")
     remat_options = _check_remat(remat)
+    cell = cell._replace(step=v.checked_step(cell))  # y's width is checked when the step is traced
     if method == "scan":
         if method_options:
             raise TypeError(f"method_options: method 'scan' takes none, got {sorted(method_options)}")
+        backward = "fast" if backward is None else backward
         if backward not in BACKWARDS:
             raise ValueError(f"backward: expected one of {BACKWARDS}, got {backward!r}")
-        return _scan_unroll(cell, params, xs, carry, length, reverse, unroll, remat_options, backward)
+        return _scan_unroll(cell, params, xs, carry, length, reverse, int(unroll), remat_options, backward)
+    # The parallel methods have no sequential loop to unroll or rematerialise, and their own reverse mode.
+    for option, value, ignored in (("remat", remat, remat_options != (False, None)), ("unroll", unroll, unroll != 1),
+                                   ("backward", backward, backward is not None)):
+        if ignored:
+            raise ValueError(
+                f"{option}: method={method!r} does not use it (an option of method='scan' only); "
+                f"remove {option}={value!r} or use method='scan'"
+            )
     if method == "associative":
         from rnnjax._parallel import associative_unroll
 
         return associative_unroll(cell, params, xs, carry, length=length, reverse=reverse, **method_options)
-    if method == "deer":
-        from rnnjax._deer import deer_unroll
+    from rnnjax._deer import deer_unroll
 
-        return deer_unroll(cell, params, xs, carry, length=length, reverse=reverse, **method_options)
-    raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    return deer_unroll(cell, params, xs, carry, length=length, reverse=reverse, **method_options)
 
 
 def unroll_batch(
@@ -142,7 +168,7 @@ def unroll_batch(
             )
         if not isinstance(lengths, jax.core.Tracer):
             bad = np.asarray(lengths)
-            if bad.min() < 0 or bad.max() > time:
+            if bad.size and (bad.min() < 0 or bad.max() > time):
                 raise ValueError(f"lengths: expected values in [0, {time}], got min {bad.min()} max {bad.max()}")
     if carry is not None:
         for leaf in jax.tree.leaves(carry):
@@ -204,11 +230,11 @@ def _segment_scan(f, carry, xs, k, reverse, unroll):
 def _scan_unroll(cell, params, xs, carry, length, reverse, unroll, remat_options, backward="fast"):
     per_step, segments = remat_options  # from _check_remat
     step = jax.checkpoint(cell.step) if per_step else cell.step
-    carry = _fastgrad.match_varying(carry, params, xs, length)  # inside shard_map: a per-device carry
+    carry = match_varying(carry, params, xs, length)  # inside shard_map: a per-device carry
     # Inside shard_map, JAX 0.10 cannot linearise the fast path of a cell whose only parameter matmuls
     # read the input (LRU, minGRU, minLSTM: the scan's DCE rejects the carry's varying axes); those cells
     # gain little from it anyway (no recurrent matmul), so they take plain autodiff there.
-    in_shard_map = bool(_fastgrad.varying_axes(carry))
+    in_shard_map = bool(varying_axes(carry))
     fast = (backward == "fast" and not per_step and segments is None
             and not (in_shard_map and cell.linear_recurrence is not None))
 

@@ -56,15 +56,46 @@ def _same_layout(expected, got) -> bool:
 
 
 def check_params(cell, params: Any) -> None:
-    """Raise if ``params`` do not have the pytree structure and shapes of ``cell.init``."""
+    """Raise unless ``params`` have the pytree structure and shapes of ``cell.init`` and floating leaves."""
     expected = _expected_params(cell)
-    if expected is None or _same_layout(expected, params):
-        return
-    raise ValueError(
-        f"params: these parameters do not belong to cell {cell.name!r} "
-        f"(input_size={cell.input_size}, output_size={cell.output_size}); "
-        f"expected {_describe(expected)}, got {_describe(params)}"
-    )
+    if expected is not None and not _same_layout(expected, params):
+        raise ValueError(
+            f"params: these parameters do not belong to cell {cell.name!r} "
+            f"(input_size={cell.input_size}, output_size={cell.output_size}); "
+            f"expected {_describe(expected)}, got {_describe(params)}"
+        )
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        dtype = leaf.dtype if hasattr(leaf, "dtype") else jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            raise TypeError(
+                f"params{jax.tree_util.keystr(path)}: expected floating-point parameters, got {dtype} "
+                f"(the cell would run on truncated weights); cast them, e.g. "
+                f"jax.tree.map(lambda a: a.astype(jnp.float32), params)"
+            )
+
+
+def check_output(cell, y: Any, time: int | None = None) -> None:
+    """Raise unless a step's output ``y`` is an array ``(cell.output_size,)`` (``(time, output_size)`` if given)."""
+    want = (cell.output_size,) if time is None else (time, cell.output_size)
+    shape = getattr(y, "shape", None)
+    if shape is None or tuple(shape) != want:
+        got = f"y of shape {tuple(shape)}" if shape is not None else f"a {type(y).__name__} ({_describe(y)})"
+        what = "its step returned" if time is None else "its linear_recurrence readout returned"
+        raise ValueError(
+            f"cell {cell.name!r}: {what} {got}, but the cell declares output_size={cell.output_size} "
+            f"(expected y of shape {want}); fix the step or the Cell's output_size"
+        )
+
+
+def checked_step(cell):
+    """``cell.step`` that checks, while JAX traces it, that ``y`` has the declared ``(output_size,)``."""
+
+    def step(params, carry, x):
+        carry, y = cell.step(params, carry, x)
+        check_output(cell, y)
+        return carry, y
+
+    return step
 
 
 def check_carry(cell, carry: Any, name: str = "carry") -> Any:

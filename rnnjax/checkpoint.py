@@ -14,7 +14,9 @@ directory tree asynchronously, which needs its own commit protocol and a much
 heavier import for a few hundred kilobytes of parameters.
 
 Guarantees: ``save`` refuses a tree with a NaN/Inf (nothing is written); a
-crash during ``save`` leaves the previous file intact; ``load`` raises
+crash during ``save`` leaves the previous file intact, and the temporary file
+it leaves is removed by the next ``save`` to the same path; the file's mode
+follows the umask like any other file (``0o666 & ~umask``); ``load`` raises
 ``CheckpointError`` with a one-line message for a missing, truncated,
 corrupted or incompatible file.
 """
@@ -30,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import serialization
+
+from rnnjax.rundir import file_mode, remove_stale_temporaries
 
 MAGIC = b"RNNJAX-CKPT\x00"
 FORMAT = "rnnjax-checkpoint"
@@ -70,7 +74,9 @@ def save(path: str | os.PathLike, tree: Any, metadata: dict | None = None) -> No
     The bytes go to a temporary file in the same directory, are flushed and
     fsync'ed, then ``os.replace`` renames it onto ``path`` (atomic on POSIX) and
     the directory is fsync'ed: a reader sees the old or the new checkpoint,
-    never a partial one.
+    never a partial one. Temporary files of an earlier, interrupted save to
+    ``path`` are removed first (one writer per path: ``rnnjax train`` holds the
+    run directory's lock).
 
     Args:
       path: destination file.
@@ -90,8 +96,10 @@ def save(path: str | os.PathLike, tree: Any, metadata: dict | None = None) -> No
     data = MAGIC + hashlib.sha256(payload).digest() + payload
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    remove_stale_temporaries(path)  # left by a save that was killed mid-write
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, file_mode())  # mkstemp creates 0600; a checkpoint is shared like every other file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -135,6 +143,11 @@ def _read(path) -> dict:
     if content.get("version") != VERSION:
         raise CheckpointError(f"checkpoint {path} has format version {content.get('version')}, expected {VERSION}")
     return content
+
+
+def read_leaves(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The stored leaves of the checkpoint at ``path`` by key path (no template needed; PRNG keys as raw data)."""
+    return {name: np.asarray(value) for name, value in _read(path)["leaves"].items()}
 
 
 def load_metadata(path: str | os.PathLike) -> dict:

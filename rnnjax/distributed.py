@@ -407,71 +407,61 @@ def initialize_from_env() -> bool:
     return True
 
 
-# ---------------------------------------------------------------------------------------- command line
-def add_device_arguments(parser, *, what: str = "batch", multihost: bool = True) -> None:
-    """Add ``--devices N`` and (``multihost``) the flags ``--coordinator``, ``--num-processes``, ``--process-id``."""
-    parser.add_argument("--devices", type=int, default=1, metavar="N",
-                        help=f"split the {what} over N devices (on CPU each device is one core's thread). Default 1")
-    if not multihost:
-        parser.set_defaults(coordinator=None, num_processes=None, process_id=None)
-        return
-    parser.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                        help="multi-host: address of process 0 (with --num-processes and --process-id; or the "
-                        "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID variables)")
-    parser.add_argument("--num-processes", type=int, default=None, metavar="P", help="multi-host: number of processes")
-    parser.add_argument("--process-id", type=int, default=None, metavar="I", help="multi-host: this process, 0..P-1")
+# --------------------------------------------------------------------------------------- run set-up
+def make_mesh(
+    devices: int = 1,
+    *,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    batch_size: int | None = None,
+    from_env: bool = True,
+) -> Mesh | None:
+    """Join a multi-host run if asked and build the mesh of ``devices`` devices; call before any other JAX operation.
 
-
-def mesh_from_args(args, *, batch_size: int | None = None, flag: str = "--batch-size",
-                   multihost: bool = True) -> Mesh | None:
-    """Join a multi-host run and build the mesh that ``--devices`` asks for; call before any other JAX operation.
+    The three multi-host arguments go together (``initialize``); without them
+    and with ``from_env``, ``initialize_from_env`` may join a run. On CPU this
+    host's share of ``devices`` is requested first (``request_host_devices``).
 
     Args:
-      args: parsed flags from a parser given ``add_device_arguments``.
-      batch_size: the size that must split over the devices (checked here, so
-        the error comes before any work), or None.
-      flag: the flag that sets ``batch_size`` (named in the error).
-      multihost: join a multi-host run from the flags or the ``JAX_COORDINATOR_ADDRESS`` variables.
+      devices: total devices over all processes (each process contributes the same number).
+      coordinator_address, num_processes, process_id: as for ``initialize``, all or none.
+      batch_size: the global batch size that must split over ``devices`` (checked
+        here, so the error comes before any work), or None.
+      from_env: join from ``JAX_COORDINATOR_ADDRESS`` etc. when the three arguments are None.
 
     Returns:
-      None for ``--devices 1`` in a single process (plain one-device code),
-      else the ``Mesh``.
+      None for one device in one process (plain one-device code needs no mesh), else ``batch_mesh(devices)``.
 
     Raises:
-      rnnjax.cli.CLIError: ``--devices`` not positive or above the available
-        count, ``batch_size`` not divisible, inconsistent multi-host flags.
+      ValueError: starting with the name of the offending argument: ``devices``
+        not positive, above the available count or not a multiple of the process
+        count; some but not all multi-host arguments; ``batch_size`` not a positive
+        integer or not divisible by ``devices``.
     """
-    from rnnjax.cli import CLIError
-
-    devices = args.devices
-    if devices is None or devices < 1:
-        raise CLIError(f"--devices: expected a positive integer, got {devices}")
-    multi = [args.coordinator, args.num_processes, args.process_id]
-    try:
-        processes = 1
-        if any(x is not None for x in multi):
-            if any(x is None for x in multi):
-                raise CLIError("--coordinator, --num-processes, --process-id: give all three for a multi-host run")
-            initialize(args.coordinator, args.num_processes, args.process_id)
-            processes = args.num_processes
-        elif multihost and initialize_from_env():
-            processes = int(os.environ["JAX_NUM_PROCESSES"])
-        if devices == 1 and processes == 1:
-            return None
-        if devices % processes:
-            raise CLIError(f"--devices: {devices} does not split over {processes} processes; expected a multiple "
-                           f"of {processes} (every host contributes the same number of devices)")
-        request_host_devices(-(-devices // processes))  # CPU: this host's share of the devices
-        mesh = batch_mesh(devices)
-        if batch_size is not None and batch_size % devices:
-            raise CLIError(f"{flag}: {batch_size} is not divisible by --devices {devices} "
-                           f"(use {flag} {_nearest_multiples(batch_size, devices)}, or another --devices)")
-        return mesh
-    except ValueError as err:
-        message = str(err).splitlines()[0]
-        if message.startswith("devices:"):
-            message = "--" + message
-        raise CLIError(message) from None
+    _check_count("devices", devices)
+    if batch_size is not None:
+        _check_count("batch_size", batch_size)
+    multi = (coordinator_address, num_processes, process_id)
+    processes = 1
+    if any(x is not None for x in multi):
+        if any(x is None for x in multi):
+            raise ValueError("coordinator_address, num_processes, process_id: give all three for a multi-host run, "
+                             f"got {coordinator_address!r}, {num_processes!r}, {process_id!r}")
+        initialize(coordinator_address, num_processes, process_id)
+        processes = num_processes
+    elif from_env and initialize_from_env():
+        processes = int(os.environ["JAX_NUM_PROCESSES"])
+    if devices == 1 and processes == 1:
+        return None
+    if devices % processes:
+        raise ValueError(f"devices: {devices} does not split over num_processes={processes}; expected a multiple "
+                         f"of {processes} (every host contributes the same number of devices)")
+    request_host_devices(devices // processes)  # CPU: this host's share of the devices
+    mesh = batch_mesh(devices)
+    if batch_size is not None:
+        check_batch_size(batch_size, mesh)
+    return mesh
 
 
 def _nearest_multiples(size: int, n: int) -> str:
@@ -488,7 +478,6 @@ def _check_count(name: str, n) -> int:
 
 __all__ = [
     "DATA_AXIS",
-    "add_device_arguments",
     "backend_initialized",
     "batch_mesh",
     "batch_sharded",
@@ -501,7 +490,7 @@ __all__ = [
     "forced_host_device_count",
     "initialize",
     "initialize_from_env",
-    "mesh_from_args",
+    "make_mesh",
     "replicate",
     "replicated",
     "request_host_devices",

@@ -28,11 +28,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnjax import _validate as v
+from rnnjax._carry import carry_size, flatten_carry  # re-exported: the carry coordinates used here
 from rnnjax._cells import ACTIVATIONS, Cell, ElmanParams, GRUParams, LSTMParams
+from rnnjax._layers import Layer, backward_leaves
 
 __all__ = [
     "BlockDiagnostics",
     "RecurrentDiagnostics",
+    "carry_grad_norms",
     "carry_size",
     "decay_rate",
     "flatten_carry",
@@ -49,68 +52,30 @@ __all__ = [
 SIGMOID_GAMMA = 0.25  # sup |sigmoid'| = 1/4
 
 
-# ---------------------------------------------------------------------------
-# Carry pytrees as real vectors.
-
-
-def flatten_carry(carry: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
-    """Ravel a carry pytree into one real vector.
-
-    Args:
-      carry: any pytree of arrays (real or complex leaves).
-
-    Returns:
-      ``(vec, unflatten)``: ``vec: (n,)`` real, leaves raveled in pytree order
-      (a complex leaf gives its real parts then its imaginary parts), and
-      ``unflatten(vec) -> carry`` its inverse (same structure, shapes, dtypes).
-    """
-    leaves, treedef = jax.tree.flatten(carry)
-    leaves = [jnp.asarray(leaf) for leaf in leaves]
-    if not leaves:
-        raise ValueError("carry: expected a pytree with at least one array leaf, got an empty pytree")
-    metas = [(leaf.shape, leaf.dtype, int(np.prod(leaf.shape))) for leaf in leaves]
-    parts = []
-    for leaf in leaves:
-        if jnp.iscomplexobj(leaf):
-            parts += [jnp.real(leaf).ravel(), jnp.imag(leaf).ravel()]
-        else:
-            parts.append(leaf.ravel())
-    real_dtype = jnp.result_type(*[p.dtype for p in parts])
-    vec = jnp.concatenate([p.astype(real_dtype) for p in parts])
-
-    def unflatten(vec):
-        out, i = [], 0
-        for shape, dtype, size in metas:
-            if jnp.issubdtype(dtype, jnp.complexfloating):
-                re, im = vec[i : i + size], vec[i + size : i + 2 * size]
-                out.append((re + 1j * im).astype(dtype).reshape(shape))
-                i += 2 * size
-            else:
-                out.append(vec[i : i + size].astype(dtype).reshape(shape))
-                i += size
-        return jax.tree.unflatten(treedef, out)
-
-    return vec, unflatten
-
-
-def carry_size(cell: Cell) -> int:
-    """Number of real numbers in ``cell``'s carry (complex entries count twice)."""
-    v.check_cell(cell)
-    shapes = jax.eval_shape(cell.initial_carry)
-    return int(
-        sum(
-            int(np.prod(s.shape)) * (2 if jnp.issubdtype(s.dtype, jnp.complexfloating) else 1)
-            for s in jax.tree.leaves(shapes)
+def _check_step_cell(cell, fn: str) -> None:
+    if isinstance(cell, Layer):
+        raise TypeError(
+            f"cell: {fn} follows one Cell's step and a Layer has none; pass one direction's cell and params "
+            "(e.g. the forward cell of rnnjax.bidirectional(forward) with params.forward), or use rnnjax.stack "
+            "for depth"
         )
-    )
-
-
-def _prepare(cell, params, xs, carry):
-    """Validate and promote: ``xs`` and real carry leaves to one float dtype."""
     v.check_cell(cell)
-    v.check_params(cell, params)
-    xs = v.check_xs(cell, xs)
-    carry = cell.initial_carry() if carry is None else v.check_carry(cell, carry)
+
+
+def _prepare(cell, params, xs, carry, fn: str):
+    """Validate and promote: ``xs`` and real carry leaves to one float dtype (a ``Layer`` for ``hidden_grad_norms``)."""
+    if isinstance(cell, Layer) and fn == "hidden_grad_norms":
+        xs = jnp.asarray(xs)
+        if xs.ndim != 2 or xs.shape[1] != cell.input_size or not jnp.issubdtype(xs.dtype, jnp.floating):
+            raise ValueError(
+                f"xs: expected floats of shape (time, {cell.input_size}) for one sequence, got {xs.dtype}{xs.shape}"
+            )
+        carry = cell.initial_carry() if carry is None else carry
+    else:
+        _check_step_cell(cell, fn)
+        v.check_params(cell, params)
+        xs = v.check_xs(cell, xs)
+        carry = cell.initial_carry() if carry is None else v.check_carry(cell, carry)
 
     def real_dtype(x):
         d = jnp.result_type(x)
@@ -136,6 +101,30 @@ def _sq_norm(tree, axis_from: int = 0):
     return total
 
 
+def carry_grad_norms(grads: Any, backward: Any = None) -> jax.Array:
+    """Per-step Euclidean norms of carry gradients, per direction when some leaves run backwards.
+
+    Args:
+      grads: a carry-like pytree with leaves ``(time,) + leaf.shape`` (real or complex).
+      backward: a pytree of bools shaped like the carry (``Layer.backward_carry``),
+        True on the leaves of backward passes; None: all forward.
+
+    Returns:
+      ``(time,)`` over every leaf, or ``(2, time)`` (forward leaves, backward
+      leaves) when ``backward`` marks any leaf.
+    """
+    marks = jax.tree.leaves(backward) if backward is not None else []
+    if not any(marks):
+        return jnp.sqrt(_sq_norm(grads, axis_from=1))
+    leaves = jax.tree.leaves(grads)
+    if len(marks) != len(leaves):
+        raise ValueError(f"backward: expected one flag per carry leaf ({len(leaves)}), got {len(marks)}")
+    fwd = [g for g, b in zip(leaves, marks) if not b]
+    bwd = [g for g, b in zip(leaves, marks) if b]
+    zero = jnp.zeros(leaves[0].shape[:1], jnp.finfo(leaves[0].dtype).dtype)
+    return jnp.sqrt(jnp.stack([_sq_norm(fwd, 1) + zero, _sq_norm(bwd, 1) + zero]))
+
+
 # ---------------------------------------------------------------------------
 # 1. Per-step gradient norms in one backward pass.
 
@@ -151,12 +140,15 @@ def hidden_grad_norms(
 
     ``norms[t] = ||dL/dc_t||`` where ``c_t`` is the carry entering step ``t``
     (``c_0`` the initial carry) and the norm is Euclidean over the whole carry
-    pytree (``sqrt(||dL/dh_t||^2 + ||dL/dc_t||^2)`` for an LSTM). A zero
-    perturbation ``delta_t`` is added to the carry before each step inside the
-    scan; ``dL/d delta_t = dL/dc_t``, so one ``jax.grad`` gives every step.
+    pytree (``sqrt(||dL/dh_t||^2 + ||dL/dc_t||^2)`` for an LSTM; every layer of
+    an ``rnnjax.stack``). A zero perturbation ``delta_t`` is added to the carry
+    before each step inside the scan; ``dL/d delta_t = dL/dc_t``, so one
+    ``jax.grad`` gives every step.
 
     Args:
-      cell: any ``Cell``.
+      cell: any ``Cell``, or a ``Layer`` (``layer``, ``bidirectional``,
+        ``sequential``: the carries of all its layers at step ``t`` together,
+        per direction; dropout off).
       params: its parameters.
       xs: ``(time, input_size)``, one sequence.
       loss_fn: ``loss_fn(ys) -> scalar`` with ``ys: (time, output_size)`` the
@@ -164,7 +156,9 @@ def hidden_grad_norms(
       carry: initial carry; default ``cell.initial_carry()``.
 
     Returns:
-      ``norms: (time,)``, real. Pure and jittable. Called eagerly it compiles
+      ``norms: (time,)``, real; for a ``Layer`` with backward passes
+      (``bidirectional``) ``(2, time)``: forward carries, then backward ones
+      (whose ``c_t`` is the carry that reads ``xs[t]``). Pure and jittable. Called eagerly it compiles
       once per ``(cell, loss_fn)`` pair (both are static): reuse the same
       ``loss_fn`` object, or call it inside your own ``jax.jit``, when
       monitoring repeatedly.
@@ -172,7 +166,7 @@ def hidden_grad_norms(
     References:
       Pascanu, Mikolov & Bengio, ICML 2013, eq. 5.
     """
-    xs, carry = _prepare(cell, params, xs, carry)
+    xs, carry = _prepare(cell, params, xs, carry, "hidden_grad_norms")
     try:
         hash(loss_fn)
     except TypeError:  # an unhashable callable cannot be a static jit argument: run un-jitted
@@ -184,20 +178,23 @@ def _hidden_grad_norms_impl(cell, loss_fn, params, xs, carry):
     time = xs.shape[0]
     deltas = jax.tree.map(lambda c: jnp.zeros((time,) + c.shape, c.dtype), carry)
 
-    def loss_of_deltas(deltas):
-        def body(c, inp):
-            x, d = inp
-            c = jax.tree.map(jnp.add, c, d)
-            return cell.step(params, c, x)
+    def body(c, inp):
+        x, d = inp
+        c = jax.tree.map(jnp.add, c, d)
+        return cell.step(params, c, x)
 
-        _, ys = jax.lax.scan(body, carry, (xs, deltas))
+    def loss_of_deltas(deltas):
+        if isinstance(cell, Layer):
+            ys = cell.apply(params, xs, carry, deltas=deltas)[1]
+        else:
+            ys = jax.lax.scan(body, carry, (xs, deltas))[1]
         loss = loss_fn(ys)
         if jnp.ndim(loss) != 0:
             raise ValueError(f"loss_fn: expected a scalar loss, got shape {jnp.shape(loss)}")
         return jnp.real(loss)
 
     grads = jax.grad(loss_of_deltas)(deltas)
-    return jnp.sqrt(_sq_norm(grads, axis_from=1))
+    return carry_grad_norms(grads, backward_leaves(cell))
 
 
 _hidden_grad_norms = jax.jit(_hidden_grad_norms_impl, static_argnums=(0, 1))
@@ -228,7 +225,7 @@ def step_jacobians(cell: Cell, params: Any, xs: jax.Array, carry: Any = None) ->
       coordinates of ``flatten_carry``. Computed with ``jax.jacfwd`` inside a
       scan; pure and jittable.
     """
-    xs, carry = _prepare(cell, params, xs, carry)
+    xs, carry = _prepare(cell, params, xs, carry, "step_jacobians")
     return _step_jacobians(cell, params, xs, carry)
 
 
@@ -415,7 +412,7 @@ def lyapunov_spectrum(
       Engelken, Wolf & Abbott, "Lyapunov spectra of chaotic recurrent neural
       networks", arXiv:2006.02427; Benettin et al., Meccanica 1980.
     """
-    xs, carry = _prepare(cell, params, xs, carry)
+    xs, carry = _prepare(cell, params, xs, carry, "lyapunov_spectrum")
     n, time = flatten_carry(carry)[0].shape[0], xs.shape[0]
     k = n if k is None else k
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
@@ -458,7 +455,8 @@ class BlockDiagnostics(NamedTuple):
 
     Attributes:
       gate: block name (``"h"`` for Elman; ``"i", "f", "g", "o"`` for LSTM;
-        ``"r", "z", "n"`` for GRU; ``"0", "1", ...`` for other cells).
+        ``"r", "z", "n"`` for GRU; ``"0", "1", ...`` for other cells;
+        prefixed ``"<layer>."`` in a stack).
       spectral_radius: max |eigenvalue| of W.
       sigma_max: largest singular value of W.
       gamma: sup |phi'| of the nonlinearity W feeds (1 tanh/relu/linear, 1/4 sigmoid).
@@ -495,12 +493,59 @@ class RecurrentDiagnostics(NamedTuple):
     rest_sigma_max: float
 
 
-def _elman_activation(cell):
-    if cell.name == "irnn":
+def _elman_activation(name):
+    if name == "irnn":
         return "relu"
-    if cell.name.startswith("elman-") and cell.name[6:] in ACTIVATIONS:
-        return cell.name[6:]
+    if name.startswith("elman-") and name[6:] in ACTIVATIONS:
+        return name[6:]
     return None
+
+
+def _stack_names(name: str) -> list[str] | None:
+    """The layer names of an ``rnnjax.stack`` name: ``"stack(a,stack(b,c))"`` -> ``["a", "stack(b,c)"]``."""
+    if not (name.startswith("stack(") and name.endswith(")")):
+        return None
+    parts, depth, start = [], 0, 6
+    for i, ch in enumerate(name[6:-1], 6):
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            parts.append(name[start:i])
+            start = i + 1
+    return parts + [name[start:-1]]
+
+
+def _blocks(name: str, params: Any, activation: str | None, prefix: str = "") -> list[BlockDiagnostics]:
+    """``BlockDiagnostics`` of a cell named ``name``; a stack's layers get the prefixes ``"0."``, ``"1."``..."""
+    names = _stack_names(name)
+    if names is not None and type(params) is tuple and len(names) == len(params):
+        return [b for k, (nm, p) in enumerate(zip(names, params)) for b in _blocks(nm, p, activation, f"{prefix}{k}.")]
+
+    def block(gate, w, gamma):
+        w = np.asarray(w, dtype=np.float64)
+        rho = float(np.max(np.abs(np.linalg.eigvals(w))))
+        smax = float(np.linalg.norm(w, 2))
+        return BlockDiagnostics(prefix + gate, rho, smax, float(gamma), float(gamma) * smax)
+
+    w_rec = getattr(params, "w_rec", None)
+    if isinstance(params, ElmanParams):
+        act = activation or _elman_activation(name)
+        if act not in ACTIVATIONS:
+            raise ValueError(
+                f"activation: cell {name!r} does not name its nonlinearity; pass one of "
+                f"{sorted(ACTIVATIONS)}, got {act!r}"
+            )
+        return [block("h", w_rec, ACTIVATIONS[act][2])]
+    if isinstance(params, (LSTMParams, GRUParams)):
+        tanh_gamma = ACTIVATIONS["tanh"][2]
+        if isinstance(params, LSTMParams):
+            gates = (("i", SIGMOID_GAMMA), ("f", SIGMOID_GAMMA), ("g", tanh_gamma), ("o", SIGMOID_GAMMA))
+        else:
+            gates = (("r", SIGMOID_GAMMA), ("z", SIGMOID_GAMMA), ("n", tanh_gamma))
+        return [block(gate, w, gamma) for (gate, gamma), w in zip(gates, jnp.split(w_rec, len(gates)))]
+    if w_rec is not None and jnp.ndim(w_rec) == 2 and w_rec.shape[0] % w_rec.shape[1] == 0:
+        m = w_rec.shape[0] // w_rec.shape[1]
+        return [block(str(i), w, 1.0) for i, w in enumerate(jnp.split(w_rec, m))]
+    return []
 
 
 def recurrent_diagnostics(cell: Cell, params: Any, *, activation: str | None = None) -> RecurrentDiagnostics:
@@ -515,7 +560,10 @@ def recurrent_diagnostics(cell: Cell, params: Any, *, activation: str | None = N
       gamma 1/4, 1/4, 1, 1/4). GRU: blocks r, z, n (gamma 1/4, 1/4, 1).
     - Any other cell with a ``w_rec`` of shape ``(m H, H)``: ``m`` blocks with
       ``gamma = 1`` (a valid bound for tanh, ReLU, linear and sigmoid alike).
-    - Every cell: the step Jacobian at rest (zero carry, zero input).
+    - ``rnnjax.stack``: the blocks of every layer, gates prefixed with the
+      layer index (``"0.i"``, ``"1.h"``), summaries the largest over all.
+    - Every cell: the step Jacobian at rest (zero carry, zero input; a stack's
+      whole carry).
 
     Args:
       cell, params: a cell and its parameters.
@@ -528,38 +576,9 @@ def recurrent_diagnostics(cell: Cell, params: Any, *, activation: str | None = N
     References:
       Pascanu, Mikolov & Bengio, ICML 2013, Sec. 3.1.
     """
-    v.check_cell(cell)
+    _check_step_cell(cell, "recurrent_diagnostics")
     v.check_params(cell, params)
-
-    def block(gate, w, gamma):
-        w = np.asarray(w, dtype=np.float64)
-        rho = float(np.max(np.abs(np.linalg.eigvals(w))))
-        smax = float(np.linalg.norm(w, 2))
-        return BlockDiagnostics(gate, rho, smax, float(gamma), float(gamma) * smax)
-
-    blocks: list[BlockDiagnostics] = []
-    w_rec = getattr(params, "w_rec", None)
-    if isinstance(params, ElmanParams):
-        act = activation or _elman_activation(cell)
-        if act not in ACTIVATIONS:
-            raise ValueError(
-                f"activation: cell {cell.name!r} does not name its nonlinearity; pass one of "
-                f"{sorted(ACTIVATIONS)}, got {act!r}"
-            )
-        blocks.append(block("h", w_rec, ACTIVATIONS[act][2]))
-    elif isinstance(params, (LSTMParams, GRUParams)):
-        tanh_gamma = ACTIVATIONS["tanh"][2]
-        if isinstance(params, LSTMParams):
-            gates = (("i", SIGMOID_GAMMA), ("f", SIGMOID_GAMMA), ("g", tanh_gamma), ("o", SIGMOID_GAMMA))
-        else:
-            gates = (("r", SIGMOID_GAMMA), ("z", SIGMOID_GAMMA), ("n", tanh_gamma))
-        for (gate, gamma), w in zip(gates, jnp.split(w_rec, len(gates))):
-            blocks.append(block(gate, w, gamma))
-    elif w_rec is not None and jnp.ndim(w_rec) == 2 and w_rec.shape[0] % w_rec.shape[1] == 0:
-        m = w_rec.shape[0] // w_rec.shape[1]
-        for i, w in enumerate(jnp.split(w_rec, m)):
-            blocks.append(block(str(i), w, 1.0))
-
+    blocks = _blocks(cell.name, params, activation)
     jac = np.asarray(_rest_jacobian(cell, params), dtype=np.float64)
     nan = float("nan")
     return RecurrentDiagnostics(

@@ -1,8 +1,10 @@
 """Weight initialisers as pure functions of a PRNG key.
 
 Every initialiser here has the signature of ``jax.nn.initializers``:
-``init(key, shape, dtype=jnp.float32) -> jax.Array``, so the two mix freely
+``init(key, shape, dtype=None) -> jax.Array`` (``None``: JAX's default float
+dtype, float64 under ``jax_enable_x64``), so the two mix freely
 (``rnnjax.lstm(..., rec_init=jax.nn.initializers.glorot_uniform())`` works).
+Gains and scales must be finite positive numbers.
 
 Matrices follow PyTorch's layout ``(out_features, in_features)``: a recurrent
 matrix ``w_rec`` of an Elman cell is ``(hidden, hidden)`` and acts as
@@ -23,7 +25,25 @@ import numpy as np
 class Initializer(Protocol):
     """Callable ``(key, shape, dtype) -> jax.Array``."""
 
-    def __call__(self, key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array: ...
+    def __call__(self, key: jax.Array, shape: tuple[int, ...], dtype=None) -> jax.Array: ...
+
+
+def check_positive(name: str, value) -> float:
+    """``value`` as a float if it is a finite positive number (not a bool), else raise naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or np.ndim(value) != 0:
+        raise TypeError(f"{name}: expected a finite positive number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a finite positive number, got {value!r}") from None
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{name}: expected a finite positive number, got {value!r}")
+    return number
+
+
+def _float(dtype):
+    """``dtype``, or JAX's default float dtype for None (read at call time)."""
+    return jax.dtypes.canonicalize_dtype(jnp.float64) if dtype is None else dtype
 
 
 def _check_matrix(shape, name):
@@ -39,8 +59,9 @@ def _check_square(shape, name):
 def zeros() -> Initializer:
     """All zeros."""
 
-    def init(key, shape, dtype=jnp.float32):
+    def init(key, shape, dtype=None):
         del key
+        dtype = _float(dtype)
         return jnp.zeros(shape, dtype)
 
     return init
@@ -49,8 +70,9 @@ def zeros() -> Initializer:
 def constant(value: float) -> Initializer:
     """All entries equal to ``value``."""
 
-    def init(key, shape, dtype=jnp.float32):
+    def init(key, shape, dtype=None):
         del key
+        dtype = _float(dtype)
         return jnp.full(shape, value, dtype)
 
     return init
@@ -64,8 +86,10 @@ def orthogonal(gain: float = 1.0) -> Initializer:
     Sampled as the Q factor of a Gaussian matrix with the signs of diag(R)
     absorbed, which makes Q Haar-distributed.
     """
+    gain = check_positive("gain", gain)
 
-    def init(key, shape, dtype=jnp.float32):
+    def init(key, shape, dtype=None):
+        dtype = _float(dtype)
         _check_matrix(shape, "orthogonal")
         rows, cols = shape
         n, m = max(rows, cols), min(rows, cols)
@@ -81,9 +105,11 @@ def orthogonal(gain: float = 1.0) -> Initializer:
 
 def identity(gain: float = 1.0) -> Initializer:
     """``gain * I`` (IRNN, Le, Jaitly & Hinton 2015)."""
+    gain = check_positive("gain", gain)
 
-    def init(key, shape, dtype=jnp.float32):
+    def init(key, shape, dtype=None):
         del key
+        dtype = _float(dtype)
         _check_square(shape, "identity")
         return gain * jnp.eye(shape[0], dtype=dtype)
 
@@ -92,8 +118,10 @@ def identity(gain: float = 1.0) -> Initializer:
 
 def normal(stddev: float = 1.0) -> Initializer:
     """Entries i.i.d. N(0, stddev^2)."""
+    stddev = check_positive("stddev", stddev)
 
-    def init(key, shape, dtype=jnp.float32):
+    def init(key, shape, dtype=None):
+        dtype = _float(dtype)
         return stddev * jax.random.normal(key, shape, dtype)
 
     return init
@@ -105,8 +133,10 @@ def random_gain(gain: float = 1.0) -> Initializer:
     For a tanh network with these weights the mean-field transition between
     ordered and chaotic dynamics lies at ``gain ~ 1`` (Engelken et al. 2020).
     """
+    gain = check_positive("gain", gain)
 
-    def init(key, shape, dtype=jnp.float32):
+    def init(key, shape, dtype=None):
+        dtype = _float(dtype)
         _check_matrix(shape, "random_gain")
         return (gain / math.sqrt(shape[1])) * jax.random.normal(key, shape, dtype)
 
@@ -115,8 +145,10 @@ def random_gain(gain: float = 1.0) -> Initializer:
 
 def lecun_normal(gain: float = 1.0) -> Initializer:
     """Truncated normal with variance ``gain^2 / fan_in`` (fan_in = columns)."""
+    gain = check_positive("gain", gain)
 
-    def init(key, shape, dtype=jnp.float32):
+    def init(key, shape, dtype=None):
+        dtype = _float(dtype)
         _check_matrix(shape, "lecun_normal")
         # Same variance correction as jax.nn.initializers.variance_scaling.
         std = gain / math.sqrt(shape[1]) / 0.87962566103423978
@@ -127,8 +159,10 @@ def lecun_normal(gain: float = 1.0) -> Initializer:
 
 def uniform(scale: float) -> Initializer:
     """Entries i.i.d. U(-scale, scale)."""
+    scale = check_positive("scale", scale)
 
-    def init(key, shape, dtype=jnp.float32):
+    def init(key, shape, dtype=None):
+        dtype = _float(dtype)
         return jax.random.uniform(key, shape, dtype, -scale, scale)
 
     return init
@@ -147,9 +181,11 @@ def spectral_radius(radius: float, base: Initializer | None = None) -> Initializ
     The spectral radius is max |eigenvalue|; Pascanu et al. (2013) used 0.95.
     The eigenvalues are computed on the host (``jax.pure_callback``), so this also works under jit on GPU.
     """
+    radius = check_positive("radius", radius)
     base = random_gain(1.0) if base is None else base
 
-    def init(key, shape, dtype=jnp.float32):
+    def init(key, shape, dtype=None):
+        dtype = _float(dtype)
         _check_square(shape, "spectral_radius")
         w = base(key, shape, dtype)
         rho = jax.pure_callback(
@@ -164,9 +200,11 @@ def spectral_radius(radius: float, base: Initializer | None = None) -> Initializ
 
 def max_singular_value(sigma: float, base: Initializer | None = None) -> Initializer:
     """Draw from ``base`` (default ``random_gain(1)``) and rescale so the largest singular value is ``sigma``."""
+    sigma = check_positive("sigma", sigma)
     base = random_gain(1.0) if base is None else base
 
-    def init(key, shape, dtype=jnp.float32):
+    def init(key, shape, dtype=None):
+        dtype = _float(dtype)
         _check_matrix(shape, "max_singular_value")
         w = base(key, shape, dtype)
         s = jnp.linalg.norm(w, ord=2)
@@ -177,8 +215,10 @@ def max_singular_value(sigma: float, base: Initializer | None = None) -> Initial
 
 def scaled(gain: float, base: Initializer) -> Initializer:
     """``gain * base(key, shape, dtype)``."""
+    gain = check_positive("gain", gain)
 
-    def init(key, shape, dtype=jnp.float32):
+    def init(key, shape, dtype=None):
+        dtype = _float(dtype)
         return (gain * base(key, shape, dtype)).astype(dtype)
 
     return init
@@ -193,7 +233,8 @@ def chrono(t_max: float) -> Initializer:
     if not t_max > 2:
         raise ValueError(f"t_max: expected a number > 2 (the longest dependency in steps), got {t_max}")
 
-    def init(key, shape, dtype=jnp.float32):
+    def init(key, shape, dtype=None):
+        dtype = _float(dtype)
         if len(shape) != 1 or shape[0] % 4:
             raise ValueError(f"chrono: expected an LSTM bias shape (4 * hidden,), got {tuple(shape)}")
         h = shape[0] // 4
@@ -211,7 +252,8 @@ def blockwise(init: Initializer, blocks: int) -> Initializer:
     each gate's recurrent block orthogonal.
     """
 
-    def wrapped(key, shape, dtype=jnp.float32):
+    def wrapped(key, shape, dtype=None):
+        dtype = _float(dtype)
         _check_matrix(shape, "blockwise")
         if shape[0] % blocks:
             raise ValueError(f"blockwise: {shape[0]} rows do not split into {blocks} blocks")

@@ -35,11 +35,13 @@ import jax
 import jax.numpy as jnp
 
 from rnnjax import _validate as v
+from rnnjax._batch import Batch
+from rnnjax._carry import flatten_carry
 from rnnjax._cells import Cell
-from rnnjax._layers import LinearParams, linear
+from rnnjax._layers import Layer, LinearParams, backward_leaves, is_causal, linear, probe, sequential, stack
+from rnnjax._layers import bidirectional as _bidirectional
 from rnnjax._unroll import unroll, unroll_batch
-from rnnjax.gradflow import flatten_carry
-from rnnjax.tasks._base import Batch
+from rnnjax.gradflow import carry_grad_norms
 
 LOSSES = ("mse", "xent")
 ONE_TO_MANY_FEEDS = ("state", "input", "both")
@@ -77,16 +79,24 @@ class Model(NamedTuple):
         predictions or logits; shapes by pattern, see the module docstring).
         ``seq2seq`` and ``one_to_many`` generate greedily (``apply(params,
         inputs, lengths=None, *, out_len)``).
-      loss: ``loss(params, batch, carry=None) -> (loss, aux)`` with ``aux`` a
-        dict holding ``"accuracy"`` (``"xent"`` only) and, when ``carry`` is
-        given, ``"carry"``: the final batched carry (gradient stopped).
+      loss: ``loss(params, batch, carry=None, *, key=None) -> (loss, aux)``
+        with ``aux`` a dict holding ``"accuracy"`` (``"xent"`` only) and, when
+        ``carry`` is given, ``"carry"``: the final batched carry (gradient
+        stopped). ``key`` switches on the dropout of a ``sequential(...,
+        dropout=p)`` layer (ignored by models without dropout); ``apply`` and
+        ``evaluate`` never drop.
       evaluate: ``evaluate(params, batch) -> dict`` with ``"loss"`` and
         ``"accuracy"`` (``"xent"``) — for ``seq2seq`` the accuracy (and, for
         ``"mse"``, a ``"greedy_loss"``) comes from greedy decoding.
       initial_carry: ``initial_carry(batch_size) -> carry``, the batched zero state.
       pattern: one of ``rnnjax.tasks.PATTERNS``.
       loss_name: ``"mse"`` or ``"xent"``.
-      cell: the (encoder) cell.
+      cell: the recurrence: a ``Cell``, or for ``many_to_one``/``many_to_many``
+        a ``Layer`` (``bidirectional``, ``sequential``); the encoder of ``seq2seq``.
+      perturbed_loss: ``perturbed_loss(params, batch, deltas) -> loss``, the
+        loss (no dropout) with ``deltas`` (leaves ``(B, T) + carry leaf``)
+        added to the carry entering each step; its gradient at zero is
+        ``dL/dc_t`` (``grad_profile``). None for ``one_to_many``/``seq2seq``.
     """
 
     init: Callable[[jax.Array], Any]
@@ -96,7 +106,8 @@ class Model(NamedTuple):
     initial_carry: Callable[[int], Any]
     pattern: str
     loss_name: str
-    cell: Cell
+    cell: Cell | Layer
+    perturbed_loss: Callable[..., jax.Array] | None = None
 
 
 # ------------------------------------------------------------------------------------------- losses
@@ -163,42 +174,53 @@ def _loss_and_metrics(loss_name, outputs, targets, mask):
 
 
 # ------------------------------------------------------------------------------------- the recurrence
-def batch_carry(cell: Cell, batch_size: int) -> Any:
-    """The zero carry of ``cell`` repeated over a leading batch axis of ``batch_size``."""
+def batch_carry(cell: Cell | Layer, batch_size: int) -> Any:
+    """The zero carry of ``cell`` (a ``Cell`` or ``Layer``) repeated over a leading batch axis of ``batch_size``."""
     return jax.tree.map(lambda c: jnp.broadcast_to(c, (batch_size,) + jnp.shape(c)), cell.initial_carry())
 
 
 def run_cell(
-    cell: Cell,
+    cell: Cell | Layer,
     params: Any,
     xs: jax.Array,
     carry: Any = None,
     *,
     lengths: jax.Array | None = None,
     tbptt: int | None = None,
+    key: jax.Array | None = None,
+    deltas: Any = None,
 ) -> tuple[Any, jax.Array]:
-    """Unroll ``cell`` over a batch, optionally with truncated BPTT.
+    """Unroll a cell or layer over a batch, optionally with truncated BPTT.
 
     With ``tbptt=K`` the sequence is split into chunks of K steps (the last one
     padded and masked); the carry entering each chunk passes through
     ``jax.lax.stop_gradient``, so gradients flow back at most K steps inside a
-    chunk. Forward values equal those of the untruncated unroll.
+    chunk. Forward values equal those of the untruncated unroll (without dropout).
 
     Args:
-      cell: a ``Cell``.
+      cell: a ``Cell``, or a ``Layer`` (``rnnjax.bidirectional``,
+        ``rnnjax.sequential``...; with ``tbptt`` a causal one only).
       params: its parameters.
       xs: ``(B, T, I)``.
       carry: batched initial carry, or None for zeros.
       lengths: ``(B,)`` valid steps, or None.
       tbptt: chunk length K, or None for full BPTT.
+      key: dropout key of a ``Layer`` (split over the batch, and folded with
+        the chunk index under ``tbptt``), or None: no dropout.
+      deltas: a pytree like the batched carry with leaves ``(B, T) + leaf
+        shape``, added to the carry entering each step (a gradient probe), or None.
 
     Returns:
       ``(final_carry, ys)`` with ``ys: (B, T, output_size)`` (zeros on padded steps).
     """
+    _check_recurrence(cell)
+    if not isinstance(cell, Layer):
+        if deltas is not None:  # the deltas ride along as extra input columns
+            cell, xs = probe(cell, xs, deltas)
+            deltas = None
     if tbptt is None:
-        return unroll_batch(cell, params, xs, carry, lengths=lengths)
-    if isinstance(tbptt, bool) or not isinstance(tbptt, int) or tbptt < 1:
-        raise ValueError(f"tbptt: expected a positive integer (steps per chunk) or None, got {tbptt!r}")
+        return _run_batch(cell, params, xs, carry, lengths, key, deltas)
+    _check_tbptt(cell, tbptt)
     batch, time = xs.shape[:2]
     n = math.ceil(time / tbptt)
     dtype = jnp.result_type(xs.dtype, *jax.tree.leaves(params))
@@ -208,28 +230,68 @@ def run_cell(
     masked = lengths is not None or n * tbptt != time
     if masked:
         lengths = jnp.full((batch,), time, jnp.int32) if lengths is None else jnp.asarray(lengths, jnp.int32)
-    xs = jnp.pad(xs, ((0, 0), (0, n * tbptt - time), (0, 0)))
-    chunks = jnp.swapaxes(xs.reshape(batch, n, tbptt, -1), 0, 1)  # (n, B, K, I)
+
+    def chunked(a):  # (B, T, ...) -> (n, B, K, ...)
+        a = jnp.pad(a, [(0, 0), (0, n * tbptt - time)] + [(0, 0)] * (a.ndim - 2))
+        return jnp.swapaxes(a.reshape((batch, n, tbptt) + a.shape[2:]), 0, 1)
 
     def body(c, inp):
-        x, i = inp
+        x, d, i = inp
         c = jax.lax.stop_gradient(c)
-        if not masked:
-            return unroll_batch(cell, params, x, c)
-        lens = jnp.clip(lengths - i * tbptt, 0, tbptt)
-        return unroll_batch(cell, params, x, c, lengths=lens)
+        k = None if key is None else jax.random.fold_in(key, i)
+        lens = jnp.clip(lengths - i * tbptt, 0, tbptt) if masked else None
+        return _run_batch(cell, params, x, c, lens, k, d)
 
-    carry, ys = jax.lax.scan(body, carry, (chunks, jnp.arange(n)))
+    carry, ys = jax.lax.scan(body, carry, (chunked(xs), jax.tree.map(chunked, deltas), jnp.arange(n)))
     ys = jnp.swapaxes(ys, 0, 1).reshape(batch, n * tbptt, -1)[:, :time]
     return carry, ys
 
 
-def _last_valid(ys, lengths):
-    """``ys (B, T, H)`` -> ``(B, H)``: the output at step ``lengths - 1`` (the last step if None)."""
+def _run_batch(cell, params, xs, carry, lengths, key, deltas):
+    """A ``Cell`` through ``unroll_batch``; a ``Layer``'s ``apply`` vmapped over the batch (None arguments stay None)."""
+    if not isinstance(cell, Layer):
+        return unroll_batch(cell, params, xs, carry, lengths=lengths)
+    keys = None if key is None else jax.random.split(key, xs.shape[0])
+
+    def one(x, c, n, k, d):
+        return cell.apply(params, x, c, length=n, key=k, deltas=d)
+
+    return jax.vmap(one)(xs, carry, lengths, keys, deltas)
+
+
+def _check_recurrence(cell):
+    if not isinstance(cell, (Cell, Layer)):
+        raise TypeError(
+            "cell: expected an rnnjax.Cell or rnnjax.Layer (e.g. rnnjax.lstm(3, 64), "
+            f"rnnjax.bidirectional(rnnjax.lstm(3, 64))), got {type(cell).__name__}"
+        )
+
+
+def _check_tbptt(cell, tbptt):
+    if isinstance(tbptt, bool) or not isinstance(tbptt, int) or tbptt < 1:
+        raise ValueError(f"tbptt: expected a positive integer (steps per chunk) or None, got {tbptt!r}")
+    if not is_causal(cell):
+        raise ValueError(
+            "tbptt: truncated BPTT runs the sequence in chunks and needs a causal recurrence; "
+            "this layer has a backward pass (bidirectional/reverse), which reads the whole sequence"
+        )
+
+
+def _last_valid(ys, lengths, backward_size=0):
+    """``ys (B, T, H)`` -> ``(B, H)``: the output at step ``lengths - 1`` (the last step if None).
+
+    The last ``backward_size`` units (a backward pass) are read at ``t = 0``,
+    where that pass has seen the whole valid sequence.
+    """
     if lengths is None:
-        return ys[:, -1]
-    idx = jnp.clip(jnp.asarray(lengths) - 1, 0, ys.shape[1] - 1)
-    return jnp.take_along_axis(ys, idx[:, None, None].astype(jnp.int32), axis=1)[:, 0]
+        last = ys[:, -1]
+    else:
+        idx = jnp.clip(jnp.asarray(lengths) - 1, 0, ys.shape[1] - 1)
+        last = jnp.take_along_axis(ys, idx[:, None, None].astype(jnp.int32), axis=1)[:, 0]
+    if backward_size:
+        cut = ys.shape[-1] - backward_size
+        last = jnp.concatenate([last[:, :cut], ys[:, 0, cut:]], axis=-1)
+    return last
 
 
 def _param_dtype(cell: Cell):
@@ -261,27 +323,36 @@ def _check_inputs(name, x, ndim, width):
 
 
 # ------------------------------------------------------------------------------------------ patterns
-def _readout_model(cell: Cell, output_size: int, loss: str, tbptt: int | None, pattern: str) -> Model:
+def _readout_model(cell: Cell | Layer, output_size: int, loss: str, tbptt: int | None, pattern: str) -> Model:
     """``many_to_one`` (readout of the last valid output) or ``many_to_many`` (readout at every step)."""
-    v.check_cell(cell)
+    _check_recurrence(cell)
     _check_loss(loss)
+    if tbptt is not None:
+        _check_tbptt(cell, tbptt)
     readout = linear(cell.output_size, output_size, dtype=_param_dtype(cell))
     per_step = pattern == "many_to_many"
+    back = cell.backward_size if isinstance(cell, Layer) else 0
 
     def init(key):
         k_c, k_r = jax.random.split(key)
         return ModelParams(cell.init(k_c), readout.init(k_r))
 
-    def forward(params, inputs, lengths, carry):
+    def forward(params, inputs, lengths, carry, key=None, deltas=None):
         _check_inputs("inputs", inputs, 3, cell.input_size)
-        carry, ys = run_cell(cell, params.cell, inputs, carry, lengths=lengths, tbptt=tbptt)
-        return carry, readout.apply(params.readout, ys if per_step else _last_valid(ys, lengths))
+        carry, ys = run_cell(cell, params.cell, inputs, carry, lengths=lengths, tbptt=tbptt, key=key, deltas=deltas)
+        return carry, readout.apply(params.readout, ys if per_step else _last_valid(ys, lengths, back))
 
     def apply(params, inputs, lengths=None):
         return forward(params, inputs, lengths, None)[1]
 
-    def loss_fn(params, batch, carry=None):
-        new_carry, out = forward(params, batch.inputs, batch.input_lengths, carry)
+    def loss_fn(params, batch, carry=None, *, key=None):
+        return _loss(params, batch, carry, key, None)
+
+    def _loss(params, batch, carry, key, deltas):
+        if carry is not None and not is_causal(cell):
+            raise ValueError("carry: a layer with a backward pass cannot continue its state across batches; "
+                             "pass carry=None")
+        new_carry, out = forward(params, batch.inputs, batch.input_lengths, carry, key, deltas)
         mask = None
         if per_step and batch.input_lengths is not None:
             mask = step_mask(batch.input_lengths, *out.shape[:2])
@@ -290,17 +361,27 @@ def _readout_model(cell: Cell, output_size: int, loss: str, tbptt: int | None, p
             aux["carry"] = jax.lax.stop_gradient(new_carry)
         return value, aux
 
-    return Model(init, apply, loss_fn, _evaluate(loss_fn), lambda b: batch_carry(cell, b), pattern, loss, cell)
+    def perturbed_loss(params, batch, deltas):
+        return _loss(params, batch, None, None, deltas)[0]
+
+    return Model(init, apply, loss_fn, _evaluate(loss_fn), lambda b: batch_carry(cell, b), pattern, loss, cell,
+                 perturbed_loss)
 
 
-def many_to_one(cell: Cell, output_size: int, *, loss: str = "mse", tbptt: int | None = None) -> Model:
+def many_to_one(cell: Cell | Layer, output_size: int, *, loss: str = "mse", tbptt: int | None = None) -> Model:
     """Classifier/regressor on the last valid output: ``y = W h_{len-1} + b``.
 
+    For a ``Layer`` whose last pass runs backwards (``bidirectional``), its
+    units are read at ``t = 0``, after that pass has seen the whole sequence:
+    ``h = concat(forward_y[len-1], backward_y[0])`` (PyTorch's ``h_n`` of
+    both directions).
+
     Args:
-      cell: the recurrent cell (input ``I``, output ``H``).
+      cell: the recurrent cell (input ``I``, output ``H``), or a ``Layer``
+        (``rnnjax.bidirectional``, ``rnnjax.sequential(..., dropout=p)``).
       output_size: O (number of classes for ``"xent"``).
       loss: ``"mse"`` (targets ``(B, O)``) or ``"xent"`` (targets ``(B,)`` int).
-      tbptt: truncated-BPTT chunk length, or None.
+      tbptt: truncated-BPTT chunk length, or None (a causal recurrence only).
 
     Returns:
       A ``Model`` with ``ModelParams``; ``apply(params, inputs (B, T, I), lengths) -> (B, O)``.
@@ -308,20 +389,31 @@ def many_to_one(cell: Cell, output_size: int, *, loss: str = "mse", tbptt: int |
     return _readout_model(cell, output_size, loss, tbptt, "many_to_one")
 
 
-def many_to_many(cell: Cell, output_size: int, *, loss: str = "xent", tbptt: int | None = None) -> Model:
+def many_to_many(cell: Cell | Layer, output_size: int, *, loss: str = "xent", tbptt: int | None = None) -> Model:
     """Per-step readout ``y_t = W h_t + b`` (language model, tagging, forecasting).
 
     Args:
-      cell: the recurrent cell.
+      cell: the recurrent cell, or a ``Layer`` (``rnnjax.bidirectional``,
+        ``rnnjax.sequential(..., dropout=p)``).
       output_size: O.
       loss: ``"xent"`` (targets ``(B, T)`` int) or ``"mse"`` (targets ``(B, T, O)``).
-      tbptt: truncated-BPTT chunk length, or None.
+      tbptt: truncated-BPTT chunk length, or None (a causal recurrence only).
 
     Returns:
       A ``Model`` with ``ModelParams``; ``apply(params, inputs (B, T, I), lengths) -> (B, T, O)``.
       Steps ``t >= input_lengths[b]`` are masked in the loss.
     """
     return _readout_model(cell, output_size, loss, tbptt, "many_to_many")
+
+
+def _check_cell_only(name: str, cell, pattern: str) -> None:
+    if isinstance(cell, Layer):
+        raise TypeError(
+            f"{name}: {pattern} steps its recurrence itself and needs an rnnjax.Cell (rnnjax.stack for "
+            "depth), got a Layer; layers (bidirectional, sequential with dropout) work with many_to_one "
+            "and many_to_many"
+        )
+    v.check_cell(cell)
 
 
 def one_to_many(
@@ -353,7 +445,7 @@ def one_to_many(
       A ``Model`` with ``OneToManyParams``; ``apply(params, inputs (B, V), lengths=None, *, out_len) -> (B, T, O)``.
       Steps ``t >= target_lengths[b]`` are masked in the loss.
     """
-    v.check_cell(cell)
+    _check_cell_only("cell", cell, "one_to_many")
     _check_loss(loss)
     if feed not in ONE_TO_MANY_FEEDS:
         raise ValueError(f"feed: expected one of {ONE_TO_MANY_FEEDS}, got {feed!r}")
@@ -417,8 +509,8 @@ def seq2seq(encoder: Cell, decoder: Cell, output_size: int, *, loss: str = "xent
       A ``Model`` with ``Seq2SeqParams``; ``apply(params, inputs, lengths=None, *, out_len)``
       returns greedy logits/predictions ``(B, T_out, O)``.
     """
-    v.check_cell(encoder)
-    v.check_cell(decoder)
+    _check_cell_only("encoder", encoder, "seq2seq")
+    _check_cell_only("decoder", decoder, "seq2seq")
     _check_loss(loss)
     dec_in = output_size + 1 if loss == "xent" else output_size
     if decoder.input_size != dec_in:
@@ -493,31 +585,116 @@ def seq2seq(encoder: Cell, decoder: Cell, output_size: int, *, loss: str = "xent
     return Model(init, apply, loss_fn, evaluate, lambda b: batch_carry(encoder, b), "seq2seq", loss, encoder)
 
 
-def for_task(task, cell_factory: Callable[[int, int], Cell], hidden_size: int, *, tbptt: int | None = None) -> Model:
+def for_task(
+    task,
+    cell_factory: Callable[[int, int], Cell],
+    hidden_size: int,
+    *,
+    tbptt: int | None = None,
+    bidirectional: bool = False,
+    layers: int = 1,
+    dropout: float = 0.0,
+) -> Model:
     """The model that fits ``task.pattern``, with cells built by ``cell_factory(input_size, hidden_size)``.
+
+    ``layers`` cells deep: without dropout and bidirectionality an
+    ``rnnjax.stack`` (a ``Cell``: every pattern); otherwise an
+    ``rnnjax.sequential`` of ``layers`` layers (``rnnjax.bidirectional`` ones
+    if ``bidirectional``) with ``dropout`` between them (``many_to_one`` and
+    ``many_to_many`` only). Layer ``k + 1`` reads layer ``k``'s output (``2H``
+    wide when bidirectional).
 
     Args:
       task: an ``rnnjax.tasks.Task``.
       cell_factory: ``(input_size, hidden_size) -> Cell``, e.g.
         ``functools.partial(rnnjax.make_cell, "lstm", init_gain=1.0)``.
       hidden_size: H.
-      tbptt: truncated-BPTT chunk length, or None.
+      tbptt: truncated-BPTT chunk length, or None (not with ``bidirectional``).
+      bidirectional: every layer runs forwards and backwards, outputs concatenated.
+      layers: number of stacked recurrent layers, >= 1.
+      dropout: drop probability between layers in ``[0, 1)`` (needs ``layers >= 2``;
+        active when ``loss`` gets a ``key``).
 
     Returns:
       ``many_to_one`` / ``many_to_many`` / ``one_to_many`` (``feed="both"``) /
       ``seq2seq`` (decoder built with the input width it needs).
     """
+    if not isinstance(bidirectional, bool):
+        raise TypeError(f"bidirectional: expected True or False, got {bidirectional!r}")
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        raise ValueError(f"layers: expected a positive integer (stacked recurrent layers), got {layers!r}")
+    if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
+        raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
+    if dropout > 0 and layers == 1:
+        raise ValueError(f"dropout: acts between layers and needs layers >= 2, got dropout={dropout} with layers=1")
+    if task.pattern in ("one_to_many", "seq2seq") and (bidirectional or dropout > 0):
+        name = "bidirectional" if bidirectional else "dropout"
+        raise ValueError(
+            f"{name}: the {task.pattern} pattern steps a causal Cell itself; bidirectional layers and dropout "
+            "work with many_to_one and many_to_many tasks"
+        )
+
+    def recurrence(input_size):
+        items, width = [], input_size
+        for _ in range(layers):
+            cell = cell_factory(width, hidden_size)
+            items.append(_bidirectional(cell) if bidirectional else cell)
+            width = items[-1].output_size
+        if layers == 1:
+            return items[0]
+        return sequential(*items, dropout=dropout) if bidirectional or dropout > 0 else stack(*items)
+
     I, O = task.input_size, task.output_size
     if task.pattern == "many_to_one":
-        return many_to_one(cell_factory(I, hidden_size), O, loss=task.loss, tbptt=tbptt)
+        return many_to_one(recurrence(I), O, loss=task.loss, tbptt=tbptt)
     if task.pattern == "many_to_many":
-        return many_to_many(cell_factory(I, hidden_size), O, loss=task.loss, tbptt=tbptt)
+        return many_to_many(recurrence(I), O, loss=task.loss, tbptt=tbptt)
     if task.pattern == "one_to_many":
-        return one_to_many(cell_factory(I, hidden_size), I, O, loss=task.loss, feed="both", tbptt=tbptt)
+        return one_to_many(recurrence(I), I, O, loss=task.loss, feed="both", tbptt=tbptt)
     if task.pattern == "seq2seq":
         dec_in = O + 1 if task.loss == "xent" else O
-        return seq2seq(cell_factory(I, hidden_size), cell_factory(dec_in, hidden_size), O, loss=task.loss, tbptt=tbptt)
+        return seq2seq(recurrence(I), recurrence(dec_in), O, loss=task.loss, tbptt=tbptt)
     raise ValueError(f"task: unknown pattern {task.pattern!r}")
+
+
+def grad_profile(model: Model, params: Any, batch: Batch) -> jax.Array:
+    """Per-step gradient norms of a model's own loss: ``mean_b ||dL_b/dc_t||``.
+
+    ``L_b = model.loss(params, batch_b)`` is the loss on the one-sequence batch
+    ``b`` (same readout, masking and truncated BPTT; no dropout), and ``c_t``
+    the carry entering step ``t`` (``c_0`` the initial one), the whole carry
+    of a stack. Zero perturbations are added to the carry before every step
+    (``model.perturbed_loss``) and differentiated in one backward pass, as in
+    ``rnnjax.gradflow.hidden_grad_norms``. Padded steps ``t >= length`` give 0.
+
+    Args:
+      model: a ``many_to_one`` or ``many_to_many`` model.
+      params: its parameters.
+      batch: a ``Batch`` with ``inputs (B, T, I)``.
+
+    Returns:
+      ``(T,)``; for a recurrence with backward passes (``bidirectional``)
+      ``(2, T)``: row 0 over the carries of forward passes, row 1 over those
+      of backward passes (there ``c_t`` is the carry that reads ``xs[t]``, so
+      the gradient flows from large ``t`` to small). Pure and jittable
+      (``jax.jit(grad_profile, static_argnums=0)``).
+    """
+    if not isinstance(model, Model) or model.perturbed_loss is None:
+        got = model.pattern if isinstance(model, Model) else type(model).__name__
+        raise ValueError(f"model: grad_profile supports many_to_one and many_to_many models, got {got}")
+    _check_inputs("batch.inputs", batch.inputs, 3, model.cell.input_size)
+    time = batch.inputs.shape[1]
+    dtype = jnp.result_type(batch.inputs.dtype, *jax.tree.leaves(params))
+
+    def one(seq):
+        seq = jax.tree.map(lambda a: a[None], seq)
+        deltas = jax.tree.map(
+            lambda c: jnp.zeros((1, time) + c.shape[1:], jnp.result_type(c.dtype, dtype)), model.initial_carry(1)
+        )
+        grads = jax.grad(lambda d: model.perturbed_loss(params, seq, d))(deltas)
+        return carry_grad_norms(jax.tree.map(lambda g: g[0], grads), backward_leaves(model.cell))
+
+    return jnp.mean(jax.vmap(one)(batch), axis=0)
 
 
 def generate(
@@ -550,6 +727,8 @@ def generate(
     cell = model.cell
     if model.pattern != "many_to_many" or model.loss_name != "xent":
         raise ValueError(f"model: expected a many_to_many xent model, got {model.pattern} {model.loss_name}")
+    if not isinstance(cell, Cell):
+        raise ValueError("model: generate steps the model's Cell one token at a time; its recurrence is a Layer")
     vocab = params.readout.w.shape[0]
     if cell.input_size != vocab:
         raise ValueError(f"model: the cell must read one-hot tokens (input_size {vocab}), got {cell.input_size}")

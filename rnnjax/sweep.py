@@ -16,33 +16,32 @@ flags, ``--init-gain g``, ``--seed s`` and ``--lr lr``:
 - data: step ``t`` draws ``task.sample(fold_in(data_key, t), B)`` with
   ``data_key`` from ``run_key(s)``, inside the shared ``Trainer.run``;
 - learning rate: the value injected in the optimizer state
-  (``optax.inject_hyperparams``), which ``jax.vmap`` batches;
-- evaluation: the task's fixed evaluation set for seed ``s``.
+  (``optax.inject_hyperparams``);
+- evaluation: ONE evaluation set for every run (the task built with the
+  shared ``eval_seed``), so seed statistics measure training variance only.
 
-On CPU a row is bit for bit the separate run, however long and chaotic:
-``jax.vmap`` alone does not give that, because XLA compiles the batched
-program differently from the unbatched one. Three things made rows drift
-(relative 1e-7 per step, amplified to O(1) after 1000 steps):
+Two methods:
 
-- per-run scalars (the global gradient norm of ``clip_by_global_norm``,
-  Adam's bias corrections ``1 - b**t``) become ``(R,)`` vectors; XLA's
-  algebraic simplifier rewrites ``x / broadcast(v)`` into
-  ``x * broadcast(1 / v)`` for a vector ``v`` but not for a scalar, and
-  fuses (and contracts into FMAs) the update differently;
-- XLA:CPU hands some reductions to YNNPACK depending on their shape (the
-  batched bias-gradient sum over (time, batch) but not the unbatched one);
-- its fusion emitters order a reduction over (time, batch) differently when
-  the run axis sits between those dimensions.
-
-The trainer's step is therefore built with ``make_train_step(...,
-batch_invariant=True)``: only the loss and gradients are vectorised; the
-update (optimizer, finiteness guard) is a ``lax.cond`` computation run one
-run at a time under ``jax.vmap`` (``jax.custom_batching.sequential_vmap``),
-compiled exactly as in the single run. Both ``rnnjax train`` and the sweep
-compile with ``rnnjax.train.compiler_options()`` (no YNNPACK reductions, the
-classic CPU emitters). ``method="map"`` (``rnnjax sweep --exact``) runs
-whole runs one after another inside the same compiled program instead (also
-bitwise, no vectorisation).
+- ``method="map"`` (default, ``rnnjax sweep``): the runs execute one after
+  another inside one compiled program (``jax.lax.map``; per device with a
+  mesh). Each run's computation is the single run's, compiled with XLA's
+  defaults like ``rnnjax train``, so every row equals the separate run bit
+  for bit on every backend, by construction — one compilation for the grid,
+  and no cost to the single run.
+- ``method="vmap"`` (opt-in, ``rnnjax sweep --vectorize``): the loss and
+  gradients of all runs are one vectorised computation (fewer, larger
+  kernels: the gain on accelerators). ``jax.vmap`` alone does not keep a
+  run's bits: XLA compiles the batched program differently (per-run scalars
+  such as the clipping norm become vectors whose divisions XLA rewrites and
+  fuses differently; XLA:CPU picks reduction kernels by shape; its fusion
+  emitters order a reduction over (time, batch) differently with a run axis
+  between them). The vectorised sweep therefore builds its trainers with
+  ``batch_invariant=True`` (the optimizer update runs per run,
+  ``jax.custom_batching.sequential_vmap``) and compiles with
+  ``rnnjax.train.compiler_options()``: its rows equal, bit for bit on CPU,
+  single runs built and compiled the same way — not the default
+  ``rnnjax train`` run, from which they differ by float rounding that long,
+  chaotic training amplifies. That opt-in cost is the sweep's alone.
 
 Example::
 
@@ -71,7 +70,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 RUN_AXIS = "run"
-METHODS = ("vmap", "map")
+METHODS = ("map", "vmap")
 SWEPT_FIELDS = ("init_gain", "seed", "lr")
 
 
@@ -130,10 +129,10 @@ def run_sweep(
     configs: Sequence[Any],
     *,
     mesh: Mesh | None = None,
-    method: str = "vmap",
+    method: str = "map",
     log: Callable[[str], None] | None = None,
 ) -> SweepResult:
-    """Train every configuration in one vmapped, jitted program and evaluate each on its task's eval set.
+    """Train every configuration in one jitted program and evaluate each on the shared evaluation set.
 
     Args:
       configs: ``RunConfig``s that differ only in ``init_gain``, ``seed`` and
@@ -142,12 +141,10 @@ def run_sweep(
         ``rnnjax.distributed.batch_mesh``); the run axis is split over its
         devices (runs are padded with copies of the last one to a multiple of
         the device count; the copies are dropped).
-      method: ``"vmap"`` (default): the loss and gradients of all runs are
-        one vectorised computation, the optimizer update runs per run (see the
-        module docstring); on CPU bitwise the separate runs.
-        ``"map"``: the runs execute one after another inside the same compiled
-        program (``jax.lax.map``; per device with a mesh) — bitwise the
-        arithmetic of the single run, still one compilation.
+      method: ``"map"`` (default): runs one after another inside the compiled
+        program, each row bitwise the separate ``rnnjax train`` run on any
+        backend. ``"vmap"``: vectorised over runs (see the module docstring
+        for what its rows equal).
       log: optional ``print``-like callback for progress lines.
 
     Returns:
@@ -155,10 +152,8 @@ def run_sweep(
 
     Raises:
       ValueError: ``configs`` empty or differing in another field (named), or
-        a task whose training data depends on the seed (a vmapped sweep needs
-        one data sampler).
+        an unknown ``method``.
     """
-    from rnnjax.tasks import get_task
     from rnnjax.train import build, compiler_options, run_key
 
     if method not in METHODS:
@@ -174,28 +169,18 @@ def run_sweep(
             raise ValueError(f"configs: runs of one sweep may differ only in {SWEPT_FIELDS}; they differ in {diff}")
     say = log or (lambda _msg: None)
     t_start = time.perf_counter()
+    vectorised = method == "vmap"
 
     # ---- one trainer per distinct gain: its init is the single-run init of that gain
     gains = list(dict.fromkeys(c.init_gain for c in configs))
-    trainers = {g: build(dataclasses.replace(base, init_gain=g)) for g in gains}
+    trainers = {g: build(dataclasses.replace(base, init_gain=g), batch_invariant=vectorised) for g in gains}
     trainer = trainers[gains[0]]  # step/run/evaluate do not depend on the gain (it only enters init)
-
-    # ---- eval sets by seed (the task's seed fixes its evaluation set); training data must not depend on it
-    seeds = list(dict.fromkeys(c.seed for c in configs))
-    tasks = {s: trainer.task if s == base.seed else get_task(base.task, seq_len=base.seq_len, seed=s,
-                                                             **dict(base.task_options)) for s in seeds}
-    samplers = [trainer.task.sample] + [task.sample for task in tasks.values()]
-    probes = jax.jit(lambda key: [sample(key, 2) for sample in samplers])(jax.random.key(0))
-    for s, probe in zip(tasks, probes[1:]):
-        if not _trees_equal(probe, probes[0]):
-            raise ValueError(f"configs: task {base.task!r} draws different training data for seed {s}; "
-                             "sweep its seeds as separate sweeps")
 
     # ---- initial states: the jitted single-run init of each run's gain (one compilation per gain, as
     # `rnnjax train` jits it), called with the run's key and learning rate
     inits = {g: jax.jit(trainers[g].init) for g in gains}
     states = _stack([inits[c.init_gain](run_key(c.seed), c.lr) for c in configs])
-    eval_batches = _stack([tasks[c.seed].eval_batch() for c in configs])
+    eval_batch = trainer.task.eval_batch()  # one evaluation set for every run (the shared eval_seed)
     t_init = time.perf_counter()
 
     # ---- pad to the device count and place the run axis
@@ -206,9 +191,9 @@ def run_sweep(
             raise ValueError(f"mesh: expected a one-axis mesh (run_mesh), got axes {mesh.axis_names}")
         pad = (-n) % mesh.size
         if pad:
-            states, eval_batches = (jax.tree.map(lambda x: _pad_runs(x, pad), t) for t in (states, eval_batches))
+            states = jax.tree.map(lambda x: _pad_runs(x, pad), states)
         sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
-        states, eval_batches = jax.device_put((states, eval_batches), sharding)
+        states = jax.device_put(states, sharding)
         in_shardings, out_shardings = (sharding,), (sharding, sharding)
     else:
         in_shardings = out_shardings = None
@@ -217,7 +202,7 @@ def run_sweep(
     def one(state):
         return trainer.run(state, steps)
 
-    if method == "vmap":
+    if vectorised:
         train_all = jax.vmap(one)
     elif mesh is None:
         train_all = functools.partial(jax.lax.map, one)
@@ -227,8 +212,9 @@ def run_sweep(
                                   check_vma=False)
 
     jit_kwargs = {} if mesh is None else {"in_shardings": in_shardings, "out_shardings": out_shardings}
-    options = compiler_options()  # the options `rnnjax train` compiles with
-    say(f"sweep: compiling {n} runs x {steps} steps" + (f" on {mesh.size} devices" if mesh is not None else ""))
+    options = compiler_options() if vectorised else {}
+    say(f"sweep: compiling {n} runs x {steps} steps ({method})" +
+        (f" on {mesh.size} devices" if mesh is not None else ""))
     compiled = jax.jit(train_all, **jit_kwargs).lower(states).compile(compiler_options=options)
     t_compile = time.perf_counter()
     say("sweep: training")
@@ -236,8 +222,8 @@ def run_sweep(
     jax.block_until_ready(states)
     t_train = time.perf_counter()
     # one run at a time: the evaluation is cheap, and so it is bitwise `rnnjax train`'s
-    evals = jax.jit(lambda p, b: jax.lax.map(lambda pb: trainer.evaluate(*pb), (p, b)),
-                    compiler_options=options)(states.params, eval_batches)
+    evals = jax.jit(lambda p: jax.lax.map(lambda q: trainer.evaluate(q, eval_batch), p),
+                    compiler_options=options)(states.params)
     evals, metrics, counters = jax.device_get(
         (evals, metrics, (states.step, states.skipped, states.consecutive_skips)))
     t_eval = time.perf_counter()
@@ -255,6 +241,7 @@ def run_sweep(
             "init_gain": c.init_gain,
             "seed": c.seed,
             "lr": c.lr,
+            "eval_seed": c.eval_seed,
             "eval_loss": _finite_or_none(evals["loss"][i]),
             "eval_accuracy": _finite_or_none(evals["accuracy"][i]) if "accuracy" in evals else None,
             "baseline_loss": trainer.task.baseline_loss,
@@ -295,11 +282,6 @@ def _stack(trees):
 
 def _pad_runs(x, pad):
     return jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)], axis=0)
-
-
-def _trees_equal(a, b):
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
 
 
 def _finite_or_none(x):

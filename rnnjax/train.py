@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from rnnjax._registry import make_cell
@@ -79,7 +81,7 @@ def tree_where(cond: jax.Array, on_true: Any, on_false: Any) -> Any:
 def make_optimizer(
     learning_rate: float,
     *,
-    clip: float = 0.0,
+    clip: float | None = 0.0,
     name: str = "adam",
     **kwargs,
 ) -> optax.GradientTransformation:
@@ -90,7 +92,7 @@ def make_optimizer(
 
     Args:
       learning_rate: step size.
-      clip: global-norm clipping threshold; ``0`` disables clipping.
+      clip: global-norm clipping threshold; ``0`` or ``None`` disables clipping.
       name: ``"adam"``, ``"sgd"``, ``"rmsprop"`` or ``"adamw"``.
       **kwargs: further arguments of the optax optimizer (e.g. ``b1``).
 
@@ -99,8 +101,10 @@ def make_optimizer(
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"name: unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)}")
-    if not clip >= 0:
-        raise ValueError(f"clip: expected a non-negative number (0 = off), got {clip!r}")
+    if clip is None:
+        clip = 0.0
+    if isinstance(clip, bool) or not isinstance(clip, (int, float, np.number)) or not (math.isfinite(clip) and clip >= 0):
+        raise ValueError(f"clip: expected a non-negative number (0 or None = off), got {clip!r}")
     opt = optax.inject_hyperparams(OPTIMIZERS[name])(learning_rate=learning_rate, **kwargs)
     if clip > 0:
         return optax.chain(optax.clip_by_global_norm(clip), opt)
@@ -230,6 +234,26 @@ def make_train_step(
     return jax.jit(train_step) if jit else train_step
 
 
+def check_model_fits_task(model: Model, task: Any) -> None:
+    """Raise ``ValueError`` naming the mismatch when ``model`` cannot train on ``task``.
+
+    Checks the sequence pattern, the loss (``"mse"`` needs float targets,
+    ``"xent"`` class indices) and the input width of the (encoder) cell.
+    """
+    if model.pattern != task.pattern:
+        raise ValueError(
+            f"model: a {model.pattern} model cannot train on task {task.name!r}, whose pattern is {task.pattern}; "
+            f"build it with rnnjax.models.{task.pattern} (or rnnjax.models.for_task(task, ...))"
+        )
+    if model.loss_name != task.loss:
+        raise ValueError(f"model: loss {model.loss_name!r} does not fit task {task.name!r}, whose loss is "
+                         f"{task.loss!r}")
+    width = getattr(model.cell, "input_size", None)
+    if width is not None and model.pattern != "one_to_many" and width != task.input_size:
+        raise ValueError(f"model: the cell takes inputs of width {width}, task {task.name!r} gives width "
+                         f"{task.input_size}; build the cell with input_size={task.input_size}")
+
+
 class Trainer(NamedTuple):
     """A whole training run as pure functions (jit, vmap and scan them freely).
 
@@ -265,6 +289,7 @@ def make_trainer(
     batch_size: int,
     max_skips: int | None = None,
     streaming: bool = False,
+    batch_invariant: bool = False,
 ) -> Trainer:
     """Build the pure functions of a training run (see ``Trainer``); nothing is jitted here.
 
@@ -277,6 +302,8 @@ def make_trainer(
       streaming: draw batches from ``task.stream`` and carry the model state
         across batches (truncated BPTT over a contiguous stream; the task must
         define ``stream``).
+      batch_invariant: build the step for a vectorised sweep (``make_train_step``;
+        ``rnnjax.sweep.run_sweep(method="vmap")``). A single run never needs it.
 
     Returns:
       A ``Trainer``.
@@ -287,7 +314,8 @@ def make_trainer(
         raise ValueError(f"max_skips: expected a positive integer or None, got {max_skips!r}")
     if streaming and task.stream is None:
         raise ValueError(f"streaming: task {task.name!r} defines no stream")
-    train_step = make_train_step(model.loss, optimizer, has_aux=True, jit=False, batch_invariant=True)
+    check_model_fits_task(model, task)
+    train_step = make_train_step(model.loss, optimizer, has_aux=True, jit=False, batch_invariant=batch_invariant)
     stream_next = task.stream(jax.random.key(0), batch_size)[1] if streaming else None
 
     def init(key, learning_rate=None):
@@ -328,67 +356,174 @@ def make_trainer(
     return Trainer(init, step, run, evaluate, model, task, optimizer, batch_size)
 
 
+def _field(default, help: str, *, loop: bool = False, metavar: str | None = None):
+    """A ``RunConfig`` field: its default, the help text of its command-line flag, and whether it is a loop field."""
+    return dataclasses.field(default=default, metadata={"help": help, "loop": loop, "metavar": metavar})
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """The settings of one training run (what ``rnnjax train`` writes to ``config.json``).
+    """The settings of one training run: what ``rnnjax train`` writes to ``config.json``.
 
-    ``steps``, ``eval_every``, ``checkpoint_every``, ``log_every``,
-    ``gradflow_every`` and ``max_skips`` control the loop, not the result of
-    a step, and may change on ``--resume``.
+    The one definition of a run's settings: ``rnnjax train`` and ``rnnjax sweep``
+    generate their flags from these fields (``--batch-size`` from
+    ``batch_size``, the help from the field's metadata). Loop fields
+    (``loop_fields()``: ``steps``, the logging/evaluation/checkpoint periods,
+    ``max_skips``, ``tensorboard``) control the loop, not the result of a step,
+    and may change on ``--resume``; every other field must match the stored run.
+
+    Seeds: ``seed`` draws the parameters and the training batches
+    (``run_key(seed)`` split into a parameter key and a data key); ``eval_seed``
+    fixes the task's evaluation set. Every seed of a study is scored on the
+    same evaluation set unless ``eval_seed`` is changed on purpose.
     """
 
-    task: str = "adding"
-    cell: str = "lstm"
-    hidden: int = 64
-    seq_len: int | None = None
-    batch_size: int = 64
-    steps: int = 1000
-    lr: float = 1e-3
-    clip: float = 1.0
-    init_gain: float = 1.0
-    seed: int = 0
-    optimizer: str = "adam"
-    tbptt: int | None = None
-    task_options: tuple = ()
-    max_skips: int = 20
-    eval_every: int = 0
-    checkpoint_every: int = 0
-    log_every: int = 1
-    gradflow_every: int = 0
+    task: str = _field("adding", "task name (rnnjax.tasks.TASKS), e.g. adding, copy, digits, charlm")
+    cell: str = _field("lstm", "cell name (rnnjax.CELLS; add your own with rnnjax.register_cell)")
+    hidden: int = _field(64, "hidden size H")
+    seq_len: int | None = _field(None, "sequence length T (default: the task's)")
+    batch_size: int = _field(64, "batch size B")
+    steps: int = _field(1000, "optimizer steps", loop=True)
+    lr: float = _field(1e-3, "learning rate")
+    clip: float = _field(1.0, "global gradient-norm clipping threshold; 0 = off")
+    init_gain: float = _field(1.0, "scale of the recurrent initialisation")
+    seed: int = _field(0, "seed of the parameters and the training data order")
+    eval_seed: int = _field(0, "seed of the task's evaluation set (the same for every --seed)")
+    optimizer: str = _field("adam", "adam, sgd, rmsprop or adamw")
+    tbptt: int | None = _field(None, "truncated BPTT in chunks of K steps (state carried across batches for "
+                               "streaming tasks)", metavar="K")
+    remat: int = _field(0, "recompute the forward in the backward pass: checkpointed segments of K steps "
+                        "(K ~ sqrt(T) saves most memory); 0 = off", metavar="K")
+    bidirectional: bool = _field(False, "bidirectional recurrent layers (forward and backward outputs concatenated)")
+    layers: int = _field(1, "number of stacked recurrent layers")
+    dropout: float = _field(0.0, "dropout probability between stacked layers (training only)")
+    task_options: tuple = _field((), "task options as sorted (key, value) pairs")
+    max_skips: int = _field(20, "stop after N consecutive skipped (non-finite) steps", loop=True, metavar="N")
+    eval_every: int = _field(0, "evaluate (and checkpoint) every N steps; 0 = at the end only", loop=True,
+                             metavar="N")
+    checkpoint_every: int = _field(0, "also checkpoint every N steps (default 500)", loop=True, metavar="N")
+    log_every: int = _field(1, "write every N-th step to the metrics", loop=True, metavar="N")
+    gradflow_every: int = _field(0, "every N steps log ||dL/dh_t|| for all t (mean over 16 evaluation sequences)",
+                                 loop=True, metavar="N")
+    tensorboard: bool = _field(False, "also write TensorBoard event files to DIR/tensorboard", loop=True)
 
-    LOOP_FIELDS = ("steps", "eval_every", "checkpoint_every", "log_every", "gradflow_every", "max_skips")
+    @staticmethod
+    def loop_fields() -> tuple[str, ...]:
+        """Fields that control the loop, not the arithmetic of a step (they may change on resume)."""
+        return tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["loop"])
+
+    def validate(self) -> "RunConfig":
+        """Check every field's type and range; return ``self``.
+
+        Raises:
+          ValueError: the message starts with the field's name (``"hidden: expected ..."``).
+        """
+        def integer(name, minimum, optional=False):
+            value = getattr(self, name)
+            if optional and value is None:
+                return
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+                extra = " or None" if optional else ""
+                raise ValueError(f"{name}: expected an integer >= {minimum}{extra}, got {value!r}")
+
+        def number(name, positive):
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
+            if not ok or (value <= 0 if positive else value < 0):
+                want = "a positive number" if positive else "a non-negative number (0 = off)"
+                raise ValueError(f"{name}: expected {want}, got {value!r}")
+
+        for name in ("hidden", "batch_size", "steps", "layers", "max_skips", "log_every"):
+            integer(name, 1)
+        for name in ("eval_every", "checkpoint_every", "gradflow_every", "remat"):
+            integer(name, 0)
+        integer("seq_len", 1, optional=True)
+        integer("tbptt", 1, optional=True)
+        integer("seed", -(2**63))
+        integer("eval_seed", -(2**63))
+        number("lr", True)
+        number("init_gain", True)
+        number("clip", False)
+        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
+            raise ValueError(f"dropout: expected a probability in [0, 1), got {self.dropout!r}")
+        for name in ("bidirectional", "tensorboard"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: expected a bool, got {getattr(self, name)!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer: unknown optimizer {self.optimizer!r}; expected one of {sorted(OPTIMIZERS)}")
+        return self
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict (``task_options`` as a dict)."""
+        d = dataclasses.asdict(self)
+        d["task_options"] = dict(self.task_options)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "RunConfig":
+        """The inverse of ``to_json``; unknown keys are ignored.
+
+        A config written before ``eval_seed`` existed evaluated on the set of its ``seed``: it keeps it.
+
+        Raises:
+          ValueError: a value of the wrong type (named).
+        """
+        d = dict(d)
+        if "eval_seed" not in d and "seed" in d:
+            d["eval_seed"] = d["seed"]
+        d["task_options"] = tuple(sorted(dict(d.get("task_options") or {}).items()))
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names}).validate()
+
+    def differences(self, other: "RunConfig") -> list[str]:
+        """Names of the non-loop fields in which ``self`` and ``other`` differ."""
+        loop = self.loop_fields()
+        return [f.name for f in dataclasses.fields(self)
+                if f.name not in loop and getattr(self, f.name) != getattr(other, f.name)]
 
 
-def build(config: RunConfig) -> Trainer:
+def build(config: RunConfig, *, batch_invariant: bool = False) -> Trainer:
     """Task, model, optimizer and ``Trainer`` for ``config`` (the pieces ``rnnjax train`` uses).
 
+    Args:
+      config: the run's settings (validated here).
+      batch_invariant: build the step for a vectorised sweep (``make_train_step``);
+        a single run never needs it.
+
     Raises:
-      ValueError: an unknown task/cell/optimizer or invalid sizes (the message names the field).
+      ValueError: an unknown task/cell/optimizer or invalid values (the message starts with the field's name).
     """
     from rnnjax.tasks import get_task
 
-    for name in ("hidden", "batch_size", "steps"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    if config.tbptt is not None and (not isinstance(config.tbptt, int) or config.tbptt < 1):
-        raise ValueError(f"tbptt: expected a positive integer, got {config.tbptt!r}")
-    if not config.lr > 0:
-        raise ValueError(f"lr: expected a positive number, got {config.lr!r}")
-    task = get_task(config.task, seq_len=config.seq_len, seed=config.seed, **dict(config.task_options))
+    config.validate()
+    task = get_task(config.task, seq_len=config.seq_len, seed=config.eval_seed, **dict(config.task_options))
     make_cell(config.cell, 1, 1, init_gain=config.init_gain)  # validates name and gain early
     factory = functools.partial(make_cell, config.cell, init_gain=config.init_gain)
-    model = for_task(task, factory, config.hidden, tbptt=config.tbptt)
+    model = for_task(task, factory, config.hidden, **_model_options(config))
     optimizer = make_optimizer(config.lr, clip=config.clip, name=config.optimizer)
     streaming = config.tbptt is not None and task.stream is not None
     return make_trainer(model, task, optimizer, batch_size=config.batch_size, max_skips=config.max_skips,
-                        streaming=streaming)
+                        streaming=streaming, batch_invariant=batch_invariant)
+
+
+def _model_options(config: RunConfig) -> dict:
+    """The ``for_task`` keyword arguments of ``config`` (only the non-default ones, so plain runs need nothing new)."""
+    options = {"tbptt": config.tbptt}
+    if config.remat:
+        options["remat"] = config.remat
+    if config.bidirectional:
+        options["bidirectional"] = True
+    if config.layers != 1:
+        options["layers"] = config.layers
+    if config.dropout:
+        options["dropout"] = config.dropout
+    return options
 
 
 # XLA:CPU lowers a reduction to a YNNPACK kernel or to its own tree reduction depending on the
 # shape, and its fusion emitters order a reduction over (time, batch) differently once a run axis
 # sits between them: without these two settings a vmapped run's gradients differ from the
-# unbatched run's in the last bit. Both programs (`rnnjax train`, `rnnjax sweep`) compile with them.
+# unbatched run's in the last bit.
 _CPU_BATCH_INVARIANT_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_DOT",
     "xla_cpu_use_fusion_emitters": False,
@@ -396,13 +531,16 @@ _CPU_BATCH_INVARIANT_OPTIONS = {
 
 
 def compiler_options() -> dict:
-    """XLA options of every training program, so that a run's bits do not depend on a vmapped run axis.
+    """XLA options under which a run's bits do not depend on a vmapped run axis (opt-in, for vectorised sweeps).
 
-    Pass them to ``jax.jit(..., compiler_options=compiler_options())`` for the
-    training scan and the evaluation (``rnnjax train`` and ``rnnjax.sweep`` do):
-    with them, and a ``Trainer`` from ``make_trainer`` (``batch_invariant``
-    update), each row of a ``jax.vmap``-ed sweep equals the separate run bit
-    for bit on CPU. Empty on other backends.
+    A single run never needs them: ``rnnjax train`` and the default sweep
+    (``rnnjax.sweep.run_sweep(method="map")``) compile with XLA's defaults and
+    agree bit for bit by construction. Only ``method="vmap"`` uses them: with
+    them, and trainers built with ``batch_invariant=True``, each row of a
+    ``jax.vmap``-ed sweep equals the run of ``build(config,
+    batch_invariant=True)`` compiled with the same options, bit for bit on CPU
+    (at 1.2-1.5x the cost per step, ``benchmarks/results/batch_invariance_cost.md``).
+    Empty on other backends.
     """
     return dict(_CPU_BATCH_INVARIANT_OPTIONS) if jax.default_backend() == "cpu" else {}
 

@@ -198,5 +198,9 @@ def test_demo_tiny(tmp_path, capsys):
     for r in data["results"].values():
         assert [s for s, _ in r["eval_curve"]] == [0, 2, 4] and len(r["train_loss"]) == 4
         assert r["grad_norm_first_step_start"] > 0
+        for when in ("start", "end"):  # the profile ||dL/dc_t|| for t < T, plotted in the third panel
+            profile = r[f"grad_norms_{when}"]
+            assert len(profile) == 5 and profile[0] == r[f"grad_norm_first_step_{when}"]
+            assert all(0 < g < float("inf") for g in profile)
     assert (out / "learning_curves.png").stat().st_size > 1000
     assert main(["demo", "--cells", "nope", "--out", str(out)]) == 2

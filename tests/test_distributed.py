@@ -142,13 +142,15 @@ out["cli"] = {"rc": rc, "eval": summary["eval"]["loss"], "loss": cli_losses, "er
 errors = {}
 for name, fn in {"too_many": lambda: dist.batch_mesh(5),
                  "indivisible": lambda: dist.data_parallel_trainer(build(dataclasses.replace(cfg, batch_size=6)), mesh),
-                 "shard_batch": lambda: dist.shard_batch(jnp.zeros((6, 2)), mesh)}.items():
+                 "shard_batch": lambda: dist.shard_batch(jnp.zeros((6, 2)), mesh),
+                 "make_mesh": lambda: dist.make_mesh(4, batch_size=6)}.items():
     try:
         fn()
         errors[name] = None
     except ValueError as err:
         errors[name] = str(err)
 out["errors"] = errors
+out["make_mesh"] = dict(dist.make_mesh(4, batch_size=8).shape)
 print(json.dumps(out))
 """
 
@@ -191,7 +193,7 @@ def test_cli_train_devices_4_equals_one_device(four_devices):
     assert code == 2 and "--devices: requested 5 devices but only 4 cpu devices are available" in err
     assert len(err.strip().splitlines()) == 1 and not created
     code, err, created = cli["errors"]["indivisible"]
-    assert code == 2 and "--batch-size: 6 is not divisible by --devices 4 (use --batch-size 4 or 8" in err
+    assert code == 2 and "--batch-size: 6 is not divisible by --devices 4;" in err and "use --batch-size 4 or 8," in err
     assert not created
 
 
@@ -201,6 +203,8 @@ def test_clear_errors_with_four_devices(four_devices):
     assert "batch_size: 6 is not divisible by devices=4" in errors["indivisible"]
     assert "use batch_size 4 or 8" in errors["indivisible"]
     assert "batch_size: 6 is not divisible by devices=4" in errors["shard_batch"]
+    assert "batch_size: 6 is not divisible by devices=4" in errors["make_mesh"]
+    assert four_devices["make_mesh"] == {"batch": 4}
 
 
 # ------------------------------------------------------------------------------ in this process (1+ devices)
@@ -268,6 +272,48 @@ def test_request_host_devices_after_start_changes_nothing():
     assert dist.request_host_devices(2) is False
     with pytest.raises(ValueError, match="devices: expected a positive integer"):
         dist.request_host_devices(0)
+
+
+def test_make_mesh_takes_plain_values_and_names_the_argument():
+    n = jax.device_count()
+    assert dist.make_mesh(1) is None and dist.make_mesh(1, batch_size=7) is None  # one device: no mesh needed
+    for kwargs, message in [({"devices": 0}, "devices: expected a positive integer, got 0"),
+                            ({"devices": n + 1}, rf"devices: requested {n + 1} devices but only {n} "),
+                            ({"devices": 1, "batch_size": 0}, "batch_size: expected a positive integer, got 0"),
+                            ({"devices": 2, "num_processes": 2},
+                             "coordinator_address, num_processes, process_id: give all three for a multi-host run"),
+                            ({"devices": 2, "coordinator_address": "no-port", "num_processes": 2, "process_id": 0},
+                             "coordinator_address: expected 'host:port'")]:
+        with pytest.raises(ValueError, match=message):
+            dist.make_mesh(**kwargs)
+    assert not hasattr(dist, "mesh_from_args") and not hasattr(dist, "add_device_arguments")  # the CLI's adapters
+
+
+def test_cli_device_flags_reword_library_errors_with_the_flag():
+    import argparse
+
+    from rnnjax.cli import CLIError
+    from rnnjax.cli._devices import add_device_arguments, flag_message, mesh_from_args
+
+    parser = argparse.ArgumentParser()
+    add_device_arguments(parser)
+    assert mesh_from_args(parser.parse_args([]), batch_size=6) is None
+    n = jax.device_count()
+    for argv, message in [(["--devices", "0"], "--devices: expected a positive integer, got 0"),
+                          (["--devices", str(n + 1)], rf"--devices: requested {n + 1} devices but only {n} "),
+                          (["--devices", "2", "--num-processes", "2"],
+                           "--coordinator, --num-processes, --process-id: give all three for a multi-host run"),
+                          (["--devices", "2", "--coordinator", "no-port", "--num-processes", "2", "--process-id", "0"],
+                           "--coordinator: expected 'host:port'"),
+                          (["--devices", "2", "--coordinator", "localhost:1", "--num-processes", "2", "--process-id",
+                            "2"], r"--process-id: expected an integer in \[0, --num-processes 2\), got 2")]:
+        with pytest.raises(CLIError, match=message):
+            mesh_from_args(parser.parse_args(argv))
+    flags = {"batch_size": "--batch", "devices": "--devices"}
+    assert flag_message("batch_size: 6 is not divisible by devices=4 (use batch_size 4 or 8)", flags) == (
+        "--batch: 6 is not divisible by --devices 4 (use --batch 4 or 8)")
+    assert flag_message("devices: requested 5 devices", flags) == "--devices: requested 5 devices"
+    assert flag_message("JAX_PROCESS_ID: expected an integer", flags) == "JAX_PROCESS_ID: expected an integer"
 
 
 def _free_port() -> int:

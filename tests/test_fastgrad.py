@@ -73,8 +73,11 @@ def test_builtin_cells_match_autodiff(name):
         lambda: rnnjax.lstm(I, H, recurrent_bias=True, dtype=F64),
         lambda: rnnjax.lstm(I, H, proj_size=2, dtype=F64),
         lambda: rnnjax.stack(rnnjax.gru(I, H, dtype=F64), rnnjax.elman(H, 3, dtype=F64)),
+        # Flax-style gate and activation functions: a pjit'd one, a custom_jvp one (relu), a user lambda.
+        lambda: rnnjax.lstm(I, H, gate_fn=jax.nn.hard_sigmoid, activation_fn=jax.nn.soft_sign, dtype=F64),
+        lambda: rnnjax.gru(I, H, gate_fn=lambda a: 0.5 * (jnp.tanh(a) + 1), activation_fn=jax.nn.relu, dtype=F64),
     ],
-    ids=["lstm-two-biases", "lstm-projection", "stack-gru-elman"],
+    ids=["lstm-two-biases", "lstm-projection", "stack-gru-elman", "lstm-activations", "gru-activations"],
 )
 def test_variants_match_autodiff(make):
     cell = make()

@@ -94,3 +94,31 @@ def test_composition_errors_name_the_argument():
         rnnjax.sequential("lstm")
     with pytest.raises(ValueError, match="backward: expected input_size 3"):
         rnnjax.bidirectional(rnnjax.lstm(3, 5), rnnjax.lstm(4, 5))
+
+
+def test_deltas_perturb_each_direction_over_the_valid_prefix():
+    fw, bw = rnnjax.gru(3, 4, dtype=jnp.float64), rnnjax.lstm(3, 2, dtype=jnp.float64)
+    bi = rnnjax.bidirectional(fw, bw)
+    deep = rnnjax.sequential(bi, rnnjax.elman(6, 3, dtype=jnp.float64), dropout=0.5)
+    assert (bi.backward_size, deep.backward_size, rnnjax.layer(fw, reverse=True).backward_size) == (2, 0, 4)
+    assert jax.tree.leaves(deep.backward_carry) == [False, True, True, False]
+    params = bi.init(jax.random.key(0))
+    xs = jax.random.normal(jax.random.key(1), (6, 3), jnp.float64)
+    d_f = jax.random.normal(jax.random.key(2), (6, 4), jnp.float64)
+    d_b = rnnjax.LSTMState(*jax.random.normal(jax.random.key(3), (2, 6, 2), jnp.float64))
+    (c_f, c_b), ys = jax.jit(lambda p, x, d, n: bi.apply(p, x, length=n, deltas=d))(params, xs, (d_f, d_b), 4)
+    # Reference: add delta_t to the carry before the step that reads xs[t], over the first 4 steps only.
+    cf, y_f = fw.initial_carry(), []
+    for t in range(4):
+        cf, y = fw.step(params.forward, cf + d_f[t], xs[t])
+        y_f.append(y)
+    cb, y_b = bw.initial_carry(), {}
+    for t in reversed(range(4)):
+        cb = rnnjax.LSTMState(cb.h + d_b.h[t], cb.c + d_b.c[t])
+        cb, y_b[t] = bw.step(params.backward, cb, xs[t])
+    chex.assert_trees_all_close(ys[:4], jnp.concatenate([jnp.stack(y_f), jnp.stack([y_b[t] for t in range(4)])], 1),
+                                atol=1e-12)
+    chex.assert_trees_all_close(ys[4:], jnp.zeros((2, 6)), atol=0)
+    chex.assert_trees_all_close((c_f, c_b), (cf, cb), atol=1e-12)
+    with pytest.raises(ValueError, match="deltas: expected a carry-like pytree"):
+        bi.apply(params, xs, deltas=(d_f[:5], d_b))

@@ -66,7 +66,7 @@ def test_lru_step_matches_complex_formula():
         np.testing.assert_allclose(np.asarray(carry), x, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(np.asarray(y_jax), y, rtol=1e-12, atol=1e-12)
     assert cell.initial_carry().dtype == jnp.complex128
-    assert rnnjax.lru(I, H).initial_carry().dtype == jnp.complex64
+    assert rnnjax.lru(I, H, dtype=jnp.float32).initial_carry().dtype == jnp.complex64
 
 
 def test_mingru_step_matches_formula():

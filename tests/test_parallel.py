@@ -94,7 +94,7 @@ def test_associative_unroll_batch_with_lengths():
 
 
 def test_associative_float32_close_to_scan():
-    cell = rnnjax.lru(I, 8)
+    cell = rnnjax.lru(I, 8, dtype=jnp.float32)
     params = cell.init(jax.random.key(2))
     xs = jax.random.normal(jax.random.key(3), (256, I), jnp.float32)
     run = lambda method: jax.jit(lambda p, x: rnnjax.unroll(cell, p, x, method=method))(params, xs)
@@ -131,3 +131,23 @@ def test_empty_sequence_returns_initial_carry(method):
     final, ys = rnnjax.unroll(cell, params, jnp.zeros((0, I)), carry, method=method)
     chex.assert_trees_all_equal(final, carry)
     chex.assert_shape(ys, (0, H))
+
+
+@pytest.mark.parametrize("method", ["associative", "deer"])
+@pytest.mark.parametrize("option", [dict(remat=True), dict(remat=3), dict(unroll=2), dict(backward="fast"),
+                                    dict(backward="autodiff")], ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_parallel_methods_refuse_the_scan_options_they_would_ignore(method, option):
+    cell, params, xs, carry = _setup("mingru")
+    (name, value), = option.items()
+    with pytest.raises(ValueError, match=rf"{name}: method='{method}' does not use it.*remove {name}={value!r}"):
+        rnnjax.unroll(cell, params, xs, carry, method=method, **option)
+    # Their no-op values are accepted.
+    final, ys = rnnjax.unroll(cell, params, xs, carry, method=method, remat=False, unroll=1)
+    chex.assert_trees_all_close((final, ys), rnnjax.unroll(cell, params, xs, carry), atol=1e-9, rtol=0)
+
+
+def test_associative_readout_width_is_checked_against_output_size():
+    cell, params, xs, carry = _setup("lru")
+    wrong = cell._replace(output_size=H + 1)
+    with pytest.raises(ValueError, match=rf"linear_recurrence readout returned y of shape \({T}, {H}\).*output_size={H + 1}"):
+        rnnjax.unroll(wrong, params, xs, carry, method="associative")

@@ -1,25 +1,118 @@
-"""The README's promises: its Python examples run as written, and CI runs its test command."""
+"""The documentation's promises: README.md and docs/*.md run as written, and CI runs the README's test command.
 
+Every ```python block runs (except one right after a ``<!-- fragment ... -->`` comment); every
+``rnnjax ...`` command in a ```bash block parses with the real command-line parser, so a removed or
+renamed flag fails here; relative links resolve; docs/api.md is what docs/make_api.py generates.
+"""
+
+import importlib.util
 import pathlib
 import re
+import shlex
 
 import pytest
 
+import rnnjax
+from rnnjax.cli import build_parser
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _blocks(lang):
+    """``(path, line, code)`` of every ```lang block of the pages, with whether a fragment marker precedes it."""
+    found = []
+    for path in PAGES:
+        text = path.read_text()
+        for m in re.finditer(rf"(<!-- fragment[^>]*-->\s*)?```{lang}\n(.*?)```", text, flags=re.S):
+            line = text.count("\n", 0, m.start(2)) + 1
+            found.append((path.relative_to(ROOT), line, m.group(2), bool(m.group(1))))
+    return found
 
 
 def _python_blocks():
-    """Every ```python block, except one right after a ``<!-- fragment ... -->`` comment."""
-    blocks = re.findall(r"(<!-- fragment[^>]*-->\s*)?```python\n(.*?)```", README, flags=re.S)
-    return [code for marker, code in blocks if not marker]
+    return [pytest.param(code, id=f"{path}:{line}") for path, line, code, fragment in _blocks("python") if not fragment]
 
 
-@pytest.mark.parametrize("index", range(len(_python_blocks())))
-def test_readme_python_blocks_run(index, tmp_path, monkeypatch):
+def _shell_words(line):
+    """Words of one shell line, comments dropped; ``&&``, ``||``, ``;`` and ``|`` are words of their own."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
+    lexer.whitespace_split = True
+    return list(lexer)
+
+
+def _rnnjax_commands():
+    """Every ``rnnjax ...`` command of the ```bash blocks (continuation lines joined), as argv lists."""
+    commands = []
+    for path, line, code, _ in _blocks("bash"):
+        pending = ""
+        for i, text in enumerate(code.split("\n")):
+            if text.endswith("\\"):  # a continuation line
+                pending += text[:-1] + " "
+                continue
+            text, pending = pending + text, ""
+            segment = []
+            for word in _shell_words(text) + [";"]:
+                if word not in (";", "&&", "||", "|"):
+                    segment.append(word)
+                    continue
+                while segment and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", segment[0]):  # FOO=1 rnnjax ...
+                    segment.pop(0)
+                if segment and segment[0] == "rnnjax":
+                    commands.append(pytest.param(segment[1:], id=f"{path}:{line + i}"))
+                segment = []
+    return commands
+
+
+def test_documentation_is_found():
+    assert len(PAGES) > 5, "docs/*.md pages are missing"
+    assert len(_python_blocks()) >= 5 and len(_rnnjax_commands()) >= 10
+
+
+@pytest.mark.parametrize("code", _python_blocks())
+def test_python_blocks_run(code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code = _python_blocks()[index]
-    exec(compile(code, f"README.md block {index}", "exec"), {"__name__": "__readme__"})
+    cells = dict(rnnjax.CELLS)
+    try:
+        exec(compile(code, "<documentation block>", "exec"), {"__name__": "__docs__"})
+    finally:  # undo a cell the example registered (rnnjax.register_cell), for the tests that run after it
+        rnnjax.CELLS.clear()
+        rnnjax.CELLS.update(cells)
+
+
+@pytest.mark.parametrize("argv", _rnnjax_commands())
+def test_rnnjax_commands_parse(argv, capsys):
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"rnnjax {' '.join(argv)}: rejected by the parser: {capsys.readouterr().err.strip()}")
+    assert getattr(args, "func", None), f"rnnjax {' '.join(argv)}: no command"
+
+
+def test_command_parsing_catches_unknown_flags(capsys):
+    """The check above is real: a flag the parser lacks is rejected."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--task", "adding", "--cell", "lstm", "--out", "x", "--no-such-flag"])
+    assert _shell_words("A=1 rnnjax demo --out 'a b' && echo # x") == ["A=1", "rnnjax", "demo", "--out", "a b",
+                                                                       "&&", "echo"]
+
+
+def test_relative_links_resolve():
+    missing = []
+    for path in PAGES:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text()):
+            if not re.match(r"[a-z]+://", target) and not (path.parent / target).exists():
+                missing.append(f"{path.relative_to(ROOT)} -> {target}")
+    assert not missing, missing
+
+
+def test_api_reference_is_up_to_date():
+    spec = importlib.util.spec_from_file_location("make_api", ROOT / "docs" / "make_api.py")
+    make_api = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_api)
+    assert (ROOT / "docs" / "api.md").read_text() == make_api.render(), \
+        "docs/api.md is out of date: run python docs/make_api.py"
 
 
 def test_ci_runs_exactly_the_readme_test_command():

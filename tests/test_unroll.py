@@ -181,8 +181,8 @@ def test_gradients_with_traced_length_match_finite_differences():
     check_grads(f, (params, xs), order=1, modes=("rev",), atol=1e-5, rtol=1e-5)
 
 
-def test_float32_default_and_float64_end_to_end():
-    cell32 = rnnjax.lstm(I, H)
+def test_float32_and_float64_end_to_end():
+    cell32 = rnnjax.lstm(I, H, dtype=jnp.float32)
     p32 = cell32.init(jax.random.key(0))
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(p32))
     _, ys = rnnjax.unroll(cell32, p32, jnp.ones((T, I), jnp.float32))
@@ -235,3 +235,56 @@ def test_custom_user_cell():
         c = np.array([0.5, -0.3]) * c + x
         want.append(2 * c)
     np.testing.assert_allclose(ys, np.stack(want), rtol=1e-12)
+
+
+def _wide_step_cell(declared, width):
+    """A cell declaring ``output_size=declared`` whose step returns ``y`` of ``width``."""
+    init = lambda key: {"w": jax.random.normal(key, (width, 2))}
+    step = lambda p, c, x: (c + x, p["w"] @ (c + x))
+    return rnnjax.Cell(init, lambda: jnp.zeros(2), step, input_size=2, output_size=declared, name="wide")
+
+
+def test_step_output_width_is_checked_against_output_size():
+    cell = _wide_step_cell(8, 16)
+    params, xs = cell.init(jax.random.key(0)), jnp.ones((5, 2))
+    msg = r"cell 'wide': its step returned y of shape \(16,\), but the cell declares output_size=8"
+    for kwargs in ({}, {"length": 3}, {"length": jnp.asarray(3)}, {"backward": "autodiff"}, {"remat": 2},
+                   {"method": "deer"}):
+        with pytest.raises(ValueError, match=msg):
+            rnnjax.unroll(cell, params, xs, **kwargs)
+    with pytest.raises(ValueError, match=msg):  # at trace time, under jit and grad too
+        jax.jit(jax.grad(lambda p: jnp.sum(rnnjax.unroll(cell, p, xs)[1])))(params)
+    with pytest.raises(ValueError, match=msg):
+        rnnjax.unroll(cell, params, jnp.ones((0, 2)))  # an empty sequence still traces the step
+    _, ys = rnnjax.unroll(_wide_step_cell(16, 16), params, xs)
+    chex.assert_shape(ys, (5, 16))
+
+
+def test_non_floating_params_are_refused_naming_the_leaf():
+    cell = rnnjax.lstm(I, H, dtype=jnp.float32)
+    params = cell.init(jax.random.key(0))
+    xs = jnp.ones((T, I))
+    with pytest.raises(TypeError, match=r"params\.w_rec: expected floating-point parameters, got int32"):
+        rnnjax.unroll(cell, params._replace(w_rec=params.w_rec.astype(jnp.int32)), xs)
+    user = rnnjax.Cell(lambda k: {"a": jnp.ones(2)}, lambda: jnp.zeros(2), lambda p, c, x: (p["a"] * c + x, c), 2, 2)
+    with pytest.raises(TypeError, match=r"params\['a'\]: expected floating-point parameters, got int"):
+        rnnjax.unroll(user, {"a": np.array([1, 2])}, jnp.ones((3, 2)))
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, None])
+def test_reverse_must_be_a_bool(bad):
+    cell, params, xs = _setup("gru")
+    with pytest.raises(TypeError, match=f"reverse: expected a bool, got {bad!r}"):
+        rnnjax.unroll(cell, params, xs, reverse=bad)
+    _, ys = rnnjax.unroll(cell, params, xs, reverse=np.bool_(True), unroll=np.int64(2))  # NumPy scalars are fine
+    chex.assert_trees_all_close(ys, rnnjax.unroll(cell, params, xs, reverse=True)[1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_unroll_batch_of_an_empty_batch(with_lengths):
+    cell = rnnjax.lstm(I, H, dtype=jnp.float64)
+    params = cell.init(jax.random.key(0))
+    lengths = {"lengths": np.zeros((0,), np.int32)} if with_lengths else {}
+    final, ys = rnnjax.unroll_batch(cell, params, jnp.zeros((0, T, I)), **lengths)
+    chex.assert_shape(ys, (0, T, H))
+    chex.assert_shape([final.h, final.c], [(0, H), (0, H)])

@@ -68,11 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     # A command-line process owns its allocator: keep large freed buffers rather than page-faulting
-    # them back every step (rnnjax.tune_allocator). A command's own --allocator flag (bench) decides
+    # them back every step (rnnjax.allocator). A command's own --allocator flag (bench) decides
     # for it; otherwise RNNJAX_ALLOCATOR=default leaves glibc alone.
     allocator = getattr(args, "allocator", None) or os.environ.get("RNNJAX_ALLOCATOR", "tuned")
     if argv is None and allocator == "tuned":
-        from rnnjax._allocator import tune_allocator
+        from rnnjax.allocator import tune_allocator
 
         tune_allocator()
     try:

@@ -2,25 +2,24 @@
 
 The suite lives in the repository's ``benchmarks/`` folder (``train_step.py``,
 ``compile_time.py``, ``memory.py``, ``parallel_scan.py`` — sequential against
-associative scan and DEER); this command runs them in one process
-with the same settings for every implementation compared: the glibc
-allocator tuned at run time (``--allocator tuned``, the default; see
-``benchmarks/common.py``) and one JAX CPU host device per core
-(``--host-devices``), so the data-parallel ``rnnjax-dp`` row can use all
-cores. Each benchmark writes ``NAME.json`` and ``NAME.md`` to ``--out``.
+associative scan and DEER); this command runs each script as its own program
+(``python benchmarks/NAME.py ...``, a fresh process apiece) with the same
+settings for every implementation it compares: the glibc allocator tuned at
+run time (``--allocator tuned``, the default; see ``benchmarks/common.py``) and
+one JAX CPU host device per core (``--host-devices``), so the data-parallel
+``rnnjax-dp`` row can use all cores. Each benchmark writes ``NAME.json`` and
+``NAME.md`` to ``--out``, with the command that reproduces it.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import subprocess
 import sys
 
 from rnnjax.cli import CLIError
 
 SUITE = ("train_step", "compile_time", "memory", "parallel_scan")
-# Benchmarks driven through their own command line (``main(argv)``): name -> (full argv, quick argv).
-_MAIN_ARGS = {"parallel_scan": ([], ["--lengths", "100", "1000", "--repeats", "3"])}
 
 
 def _benchmarks_dir() -> str:
@@ -39,14 +38,17 @@ def _benchmarks_dir() -> str:
     )
 
 
-def _load(directory: str, name: str):
-    if directory not in sys.path:
-        sys.path.insert(0, directory)  # the scripts import their sibling ``common``
-    spec = importlib.util.spec_from_file_location(f"rnnjax_bench_{name}", os.path.join(directory, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+def script_argv(name: str, args) -> list[str]:
+    """The flags of ``benchmarks/NAME.py``'s own command line that carry this command's settings."""
+    quick = ["--quick"] if args.quick else []
+    argv = {
+        "train_step": [*quick, "--allocator", args.allocator, *(["--no-torch"] if args.no_torch else []),
+                       *(["--host-devices", str(args.host_devices)] if args.host_devices is not None else [])],
+        "compile_time": [*quick, "--allocator", args.allocator],
+        "memory": quick,  # buffer sizes from XLA: no allocator or device setting applies
+        "parallel_scan": ["--lengths", "100", "1000", "--repeats", "3"] if args.quick else [],
+    }[name]
+    return [*argv, "--out", os.path.abspath(args.out)]
 
 
 def register(subparsers) -> None:
@@ -80,26 +82,18 @@ def handle(args) -> int:
     if args.host_devices is not None and args.host_devices < 1:
         raise CLIError(f"--host-devices: expected a positive integer, got {args.host_devices}")
     directory = _benchmarks_dir()
-    common = _load(directory, "common")
-    settings = common.apply_settings(allocator=args.allocator, host_devices=args.host_devices)
-    out = common.out_dir(args.out)
-    command = ["rnnjax", "bench", *(["--quick"] if args.quick else []), "--out", args.out]
-    if list(args.only) != list(SUITE):
-        command += ["--only", *args.only]
-    if args.allocator != "tuned":
-        command += ["--allocator", args.allocator]
     for name in args.only:
         if not os.path.isfile(os.path.join(directory, f"{name}.py")):
             raise CLIError(f"--only: benchmarks/{name}.py is missing from {directory}")
-        module = _load(directory, name)
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as err:
+        raise CLIError(f"--out: cannot create {args.out}: {err.strerror}") from None
+    for name in args.only:
         print(f"== {name}", flush=True)
-        if name in _MAIN_ARGS:
-            full, quick = _MAIN_ARGS[name]
-            module.main([*(quick if args.quick else full), "--out", out])
-            continue
-        config = module.Config()
-        if name == "train_step" and args.no_torch:
-            config = type(config)(**{**vars(config), "torch": False})
-        module.run(config, args.quick, out, settings, command)
-    print(f"results in {out}", flush=True)
+        code = subprocess.run([sys.executable, os.path.join(directory, f"{name}.py"), *script_argv(name, args)]).returncode
+        if code:
+            print(f"rnnjax bench: benchmarks/{name}.py failed (exit code {code})", file=sys.stderr)
+            return code
+    print(f"results in {args.out}", flush=True)
     return 0

@@ -4,7 +4,10 @@ Trains each cell with the same settings (Adam, clipping 1, orthogonal recurrent
 init), prints a table of the final evaluation MSE against the 1/6 baseline of
 predicting the mean, and the gradient norm that reaches the first time step,
 ``||dL/dc_0||`` (mean over evaluation sequences), before and after training;
-writes ``learning_curves.png`` and ``demo.json`` to ``--out``.
+writes ``learning_curves.png`` (training loss, evaluation MSE and the profile
+``||dL/dc_t||`` against ``t`` at initialisation and after training: the
+vanishing gradient made visible) and ``demo.json`` to ``--out``. The gradients
+come from the model's own loss (``rnnjax.models.grad_profile``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ def register(subparsers) -> None:
         "demo",
         help="tanh RNN vs LSTM vs GRU on the adding problem (about a minute on CPU)",
         description="Train a tanh Elman RNN, an LSTM and a GRU on the adding problem and show why gating matters: "
-        "final MSE against the 1/6 baseline and the gradient norm reaching the first time step.",
+        "final MSE against the 1/6 baseline and the gradient norm ||dL/dc_t|| at every step t, "
+        "at initialisation and after training.",
     )
     p.add_argument("--out", default="runs/demo", help="output directory for the PNG and JSON (default runs/demo)")
     p.add_argument("--seq-len", type=int, default=50, help="sequence length T (default 50)")
@@ -41,25 +45,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=demo_command)
 
 
-def _first_step_grad_norm(trainer, params, batch):
-    """Mean over ``batch`` of ``||dL/dc_0||``: the loss gradient reaching the carry that enters step 0."""
-    import jax
-    import jax.numpy as jnp
-
-    from rnnjax.gradflow import hidden_grad_norms
-
-    model = trainer.model
-
-    def one(x, y):
-        def loss_fn(ys):
-            out = ys[-1] @ params.readout.w.T + params.readout.b
-            return jnp.mean((out - y) ** 2)
-
-        return hidden_grad_norms(model.cell, params.cell, x, loss_fn)[0]
-
-    return jnp.mean(jax.vmap(one)(batch.inputs, batch.targets))
-
-
 def demo_command(args) -> int:
     """Handler of ``rnnjax demo``."""
     for name in ("seq_len", "steps", "hidden", "batch_size", "eval_every"):
@@ -72,6 +57,7 @@ def demo_command(args) -> int:
     import jax
 
     from rnnjax import CELLS
+    from rnnjax.models import grad_profile
     from rnnjax.train import RunConfig, build, run_key
 
     cells = parse_list("--cells", args.cells)
@@ -98,8 +84,8 @@ def demo_command(args) -> int:
         state = jax.jit(trainer.init)(run_key(args.seed))
         run = jax.jit(trainer.run, static_argnums=1)
         evaluate = jax.jit(trainer.evaluate)
-        grad0 = jax.jit(lambda p: _first_step_grad_norm(trainer, p, probe))
-        g_start = float(grad0(state.params))
+        profile = jax.jit(lambda p: grad_profile(trainer.model, p, probe))  # (T,) mean ||dL/dc_t||
+        g_start = [float(g) for g in profile(state.params)]
         curve = [(0, float(evaluate(state.params)["loss"]))]
         train_loss = []
         step = 0
@@ -109,11 +95,13 @@ def demo_command(args) -> int:
             step += n
             train_loss.extend(float(x) for x in m["loss"])
             curve.append((step, float(evaluate(state.params)["loss"])))
-        g_end = float(grad0(state.params))
+        g_end = [float(g) for g in profile(state.params)]
         results[name] = {
             "final_mse": curve[-1][1],
-            "grad_norm_first_step_start": g_start,
-            "grad_norm_first_step_end": g_end,
+            "grad_norm_first_step_start": g_start[0],
+            "grad_norm_first_step_end": g_end[0],
+            "grad_norms_start": g_start,
+            "grad_norms_end": g_end,
             "eval_curve": curve,
             "train_loss": train_loss,
             "skipped_steps": int(state.skipped),
@@ -153,7 +141,7 @@ def _plot(results, baseline, args, path):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
     for name, r in results.items():
         loss = np.asarray(r["train_loss"])
         k = max(1, len(loss) // 60)
@@ -161,13 +149,18 @@ def _plot(results, baseline, args, path):
         (line,) = ax[0].plot(np.arange(len(smooth)) + k, smooth, label=name, alpha=0.9)
         steps, ev = zip(*r["eval_curve"])
         ax[1].plot(steps, ev, "o-", ms=3, color=line.get_color(), label=name)
+        for key, style, when in (("grad_norms_start", "--", "init"), ("grad_norms_end", "-", "trained")):
+            ax[2].plot(np.arange(len(r[key])), r[key], style, color=line.get_color(), label=f"{name} ({when})")
     for a, title in zip(ax, ("training loss (running mean)", "evaluation MSE")):
         a.axhline(baseline, color="k", ls="--", lw=1, label="baseline 1/6")
         a.axhline(0.1 * baseline, color="gray", ls=":", lw=1, label="baseline / 10")
-        a.set_yscale("log")
         a.set_xlabel("step")
         a.set_title(title)
-        a.legend()
+    for a in ax:
+        a.set_yscale("log")
+        a.legend(fontsize=8)
+    ax[2].set_xlabel("time step t (the loss reads the last one)")
+    ax[2].set_title(r"gradient reaching step $t$: $\|\partial L/\partial h_t\|$ (dashed: at init)")
     fig.suptitle(f"Adding problem, T = {args.seq_len}, H = {args.hidden} (rnnjax demo)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -12,6 +12,10 @@ transpose of rnnjax's ``(out, in)``), LSTM carries ``(c, h)`` where rnnjax has
   without: it cannot hold PyTorch's ``b_hn`` (``b_rec[2H:]``).
 - ``SimpleCell``: ``i`` with bias, ``h`` without.
 
+An LSTM's or GRU's ``gate_fn``/``activation_fn`` carry over both ways (the
+rnnjax cell keeps them). The front ends (``linen.RNNCell``,
+``nnx.RNNCell``) make and check their carries here too.
+
 Flax is imported inside the functions, so ``import rnnjax.interop`` stays cheap.
 """
 
@@ -23,7 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax._cells import Cell, ElmanParams, GRUParams, LSTMParams, LSTMState, elman, gru, lstm
+from rnnjax import _validate as v
+from rnnjax._cells import Cell, ElmanParams, GRUParams, LSTMParams, LSTMState, elman, gate_functions, gru, lstm
+from rnnjax.interop._batching import batched_carry
 
 
 def _identity(x):
@@ -36,7 +42,6 @@ def _activation_name(fn, name: str, allowed: tuple[str, ...]) -> str:
 
     table = {
         "tanh": (nn.tanh, jnp.tanh, jax.nn.tanh, np.tanh),
-        "sigmoid": (nn.sigmoid, jax.nn.sigmoid),
         "relu": (nn.relu, jax.nn.relu),
         "linear": (_identity,),
     }
@@ -70,10 +75,25 @@ def _check_kernel(k, shape, where):
         raise ValueError(f"{where}: expected shape {shape}, got {tuple(k.shape)}")
 
 
-def _check_gated(flax_cell):
-    """An LSTM/GRU cell's functions must be rnnjax's: sigmoid gates, tanh activation."""
-    _activation_name(flax_cell.gate_fn, "flax_cell.gate_fn", ("sigmoid",))
-    _activation_name(flax_cell.activation_fn, "flax_cell.activation_fn", ("tanh",))
+def _flax_gate_functions(flax_cell) -> dict:
+    """A Flax LSTM/GRU cell's ``gate_fn`` and ``activation_fn``, as keyword arguments of ``rnnjax.lstm``/``gru``."""
+    return {"gate_fn": flax_cell.gate_fn, "activation_fn": flax_cell.activation_fn}
+
+
+def _cell_gate_functions(cell: Cell) -> dict:
+    """An rnnjax LSTM/GRU cell's gate and activation functions (PyTorch's sigmoid and tanh if it keeps none)."""
+    gate_fn, activation_fn = gate_functions(cell) or (jax.nn.sigmoid, jnp.tanh)
+    return {"gate_fn": gate_fn, "activation_fn": activation_fn}
+
+
+def _check_gate_functions(flax_cell, fns: dict) -> None:
+    for attr, want in fns.items():
+        got = getattr(flax_cell, attr)
+        if got is not want:
+            raise ValueError(
+                f"flax_cell.{attr}: expected {getattr(want, '__name__', want)!s} (the rnnjax cell's {attr}), "
+                f"got {getattr(got, '__name__', got)!s}"
+            )
 
 
 def _nnx_value(var):
@@ -89,7 +109,8 @@ def from_flax(flax_cell, flax_params=None) -> tuple[Cell, Any]:
     ``GRUCell``, ``SimpleCell``. ``rnnjax.unroll(cell, params, xs)`` returns the
     same outputs as ``flax.linen.RNN(flax_cell)`` on ``xs``; the final carry of
     an LSTM is ``LSTMState(h, c)`` where Flax returns ``(c, h)`` (see
-    ``carry_from_flax``).
+    ``carry_from_flax``). An LSTM's or GRU's ``gate_fn`` and
+    ``activation_fn`` become the rnnjax cell's.
 
     Args:
       flax_cell: a linen cell (module definition) or an NNX cell (module with
@@ -119,7 +140,7 @@ def from_flax(flax_cell, flax_params=None) -> tuple[Cell, Any]:
     )
 
 
-def _lstm_from_blocks(ks_in, ks_rec, bs, features):
+def _lstm_from_blocks(ks_in, ks_rec, bs, features, fns):
     i_size = int(ks_in[0].shape[0])
     for k, where in zip(ks_rec, ("hi", "hf", "hg", "ho")):
         _check_kernel(k, (features, features), f"flax_params: {where}/kernel")
@@ -130,7 +151,7 @@ def _lstm_from_blocks(ks_in, ks_rec, bs, features):
     w_in = jnp.concatenate([k.T for k in ks_in], axis=0)
     w_rec = jnp.concatenate([k.T for k in ks_rec], axis=0)
     b = jnp.concatenate(bs)
-    cell = lstm(i_size, features, forget_bias=0.0, dtype=w_in.dtype)
+    cell = lstm(i_size, features, forget_bias=0.0, dtype=w_in.dtype, **fns)
     return cell, LSTMParams(w_in, w_rec, b)
 
 
@@ -139,14 +160,12 @@ def _from_linen(flax_cell, p):
 
     name = type(flax_cell).__name__
     if isinstance(flax_cell, (nn.LSTMCell, nn.OptimizedLSTMCell)):
-        _check_gated(flax_cell)
         gates = "ifgo"
         ks_in = [_get(p, f"i{g}", "kernel", "flax_params") for g in gates]
         ks_rec = [_get(p, f"h{g}", "kernel", "flax_params") for g in gates]
         bs = [_get(p, f"h{g}", "bias", "flax_params") for g in gates]
-        return _lstm_from_blocks(ks_in, ks_rec, bs, flax_cell.features)
+        return _lstm_from_blocks(ks_in, ks_rec, bs, flax_cell.features, _flax_gate_functions(flax_cell))
     if isinstance(flax_cell, nn.GRUCell):
-        _check_gated(flax_cell)
         h = flax_cell.features
         ks_in = [_get(p, f"i{g}", "kernel", "flax_params") for g in "rzn"]
         ks_rec = [_get(p, f"h{g}", "kernel", "flax_params") for g in "rzn"]
@@ -160,7 +179,8 @@ def _from_linen(flax_cell, p):
         b_rec = jnp.concatenate([jnp.zeros((2 * h,), b_hn.dtype), b_hn])
         w_in = jnp.concatenate([k.T for k in ks_in])
         w_rec = jnp.concatenate([k.T for k in ks_rec])
-        return gru(int(i_size), h, dtype=w_in.dtype), GRUParams(w_in, w_rec, b, b_rec)
+        cell = gru(int(i_size), h, dtype=w_in.dtype, **_flax_gate_functions(flax_cell))
+        return cell, GRUParams(w_in, w_rec, b, b_rec)
     if isinstance(flax_cell, nn.SimpleCell):
         return _simple(flax_cell, _get(p, "i", "kernel", "flax_params"), _get(p, "i", "bias", "flax_params"),
                        _get(p, "h", "kernel", "flax_params"), flax_cell.features)
@@ -182,22 +202,20 @@ def _from_nnx(m):
     from flax import nnx
 
     if isinstance(m, nnx.LSTMCell):
-        _check_gated(m)
         ks_in = [_nnx_value(getattr(m, a).kernel) for a in ("ii", "if_", "ig", "io")]
         ks_rec = [_nnx_value(getattr(m, a).kernel) for a in ("hi", "hf", "hg", "ho")]
         bs = [_nnx_value(getattr(m, a).bias) for a in ("hi", "hf", "hg", "ho")]
-        return _lstm_from_blocks(ks_in, ks_rec, bs, m.hidden_features)
+        return _lstm_from_blocks(ks_in, ks_rec, bs, m.hidden_features, _flax_gate_functions(m))
     if isinstance(m, nnx.OptimizedLSTMCell):
-        _check_gated(m)
         w_in, w_rec = _nnx_value(m.dense_i.kernel).T, _nnx_value(m.dense_h.kernel).T
         b = _nnx_value(m.dense_h.bias)
-        cell = lstm(int(w_in.shape[1]), m.hidden_features, forget_bias=0.0, dtype=w_in.dtype)
+        cell = lstm(int(w_in.shape[1]), m.hidden_features, forget_bias=0.0, dtype=w_in.dtype,
+                    **_flax_gate_functions(m))
         return cell, LSTMParams(w_in, w_rec, b)
     if isinstance(m, nnx.GRUCell):
-        _check_gated(m)
         w_in, w_rec = _nnx_value(m.dense_i.kernel).T, _nnx_value(m.dense_h.kernel).T
         b = _nnx_value(m.dense_i.bias)
-        cell = gru(int(w_in.shape[1]), m.hidden_features, dtype=w_in.dtype)
+        cell = gru(int(w_in.shape[1]), m.hidden_features, dtype=w_in.dtype, **_flax_gate_functions(m))
         return cell, GRUParams(w_in, w_rec, b, jnp.zeros_like(b))
     if isinstance(m, nnx.SimpleCell):
         return _simple(m, _nnx_value(m.dense_i.kernel), _nnx_value(m.dense_i.bias), _nnx_value(m.dense_h.kernel),
@@ -242,12 +260,14 @@ def to_flax(cell: Cell, params, flax_cell=None) -> tuple[Any, Any]:
         ``GRUCell`` or ``SimpleCell`` with ``param_dtype`` the parameters' dtype.
 
     Returns:
-      ``(flax_cell, flax_params)``: for linen, the cell and its variables
+      ``(flax_cell, flax_params)``: for linen, the cell (a default one gets
+      the rnnjax cell's ``gate_fn``/``activation_fn``) and its variables
       ``{"params": {...}}``; for NNX, a new NNX cell holding the weights (the
       target is left unchanged) and its ``nnx.State`` of ``nnx.Param``s.
 
     Raises:
-      ValueError: ``params.w_proj`` is set (Flax has no LSTM projection), or an
+      ValueError: ``params.w_proj`` is set (Flax has no LSTM projection), the
+        target's ``gate_fn``/``activation_fn`` are not the cell's, or an
         ``nnx.GRUCell`` is asked to hold a nonzero ``b_rec[2H:]`` (PyTorch's
         ``b_hn``; it has no slot for it: use ``flax.linen.GRUCell``).
     """
@@ -279,9 +299,9 @@ def to_flax(cell: Cell, params, flax_cell=None) -> tuple[Any, Any]:
 
     if flax_cell is None:
         if kind == "lstm":
-            flax_cell = nn.LSTMCell(features=h, param_dtype=dtype)
+            flax_cell = nn.LSTMCell(features=h, param_dtype=dtype, **_cell_gate_functions(cell))
         elif kind == "gru":
-            flax_cell = nn.GRUCell(features=h, param_dtype=dtype)
+            flax_cell = nn.GRUCell(features=h, param_dtype=dtype, **_cell_gate_functions(cell))
         else:
             fn = {"tanh": nn.tanh, "relu": nn.relu, "linear": _identity}[act]
             flax_cell = nn.SimpleCell(features=h, activation_fn=fn, param_dtype=dtype)
@@ -293,18 +313,18 @@ def to_flax(cell: Cell, params, flax_cell=None) -> tuple[Any, Any]:
             raise TypeError(f"flax_cell: expected {names} for {kind} params, got {type(flax_cell).__name__}")
         if flax_cell.features != h:
             raise ValueError(f"flax_cell.features: expected {h} (the hidden size of params), got {flax_cell.features}")
-        _check_target_functions(flax_cell, kind, act if kind == "elman" else None)
+        _check_target_functions(flax_cell, cell, kind, act if kind == "elman" else None)
         return flax_cell, {"params": _linen_tree(kind, params, h)}
     if isinstance(flax_cell, nnx.Module):
-        return _to_nnx(kind, params, h, i_size, flax_cell, act if kind == "elman" else None)
+        return _to_nnx(kind, params, h, i_size, flax_cell, act if kind == "elman" else None, cell)
     raise TypeError(f"flax_cell: expected a flax.linen or flax.nnx cell, got {type(flax_cell).__name__}")
 
 
-def _check_target_functions(flax_cell, kind, act):
+def _check_target_functions(flax_cell, cell, kind, act):
     if kind == "elman":
         _check_simple_target(flax_cell, act)
     else:
-        _check_gated(flax_cell)
+        _check_gate_functions(flax_cell, _cell_gate_functions(cell))
 
 
 def _check_simple_target(flax_cell, act):
@@ -336,7 +356,7 @@ def _linen_tree(kind, p, h):
     return {"i": {"kernel": p.w_in.T, "bias": _fold(p.b, p.b_rec)}, "h": {"kernel": p.w_rec.T}}
 
 
-def _to_nnx(kind, p, h, i_size, target, act):
+def _to_nnx(kind, p, h, i_size, target, act, cell):
     from flax import nnx
 
     want = {"lstm": (nnx.LSTMCell, nnx.OptimizedLSTMCell), "gru": (nnx.GRUCell,), "elman": (nnx.SimpleCell,)}[kind]
@@ -348,7 +368,7 @@ def _to_nnx(kind, p, h, i_size, target, act):
             f"flax_cell: expected in_features={i_size}, hidden_features={h} (from params), "
             f"got {target.in_features}, {target.hidden_features}"
         )
-    _check_target_functions(target, kind, act)
+    _check_target_functions(target, cell, kind, act)
     m = nnx.clone(target)
 
     def put(var, value):
@@ -397,3 +417,80 @@ def carry_to_flax(carry):
     if isinstance(carry, LSTMState):
         return (carry.c, carry.h)
     return carry
+
+
+# ---------------------------------------------------------------- carries of the Flax front ends
+
+
+def _batched_spec(cell: Cell, batch: tuple[int, ...]):
+    expected = v._expected_carry(cell)
+    return jax.tree.map(lambda c: jax.ShapeDtypeStruct(batch + tuple(c.shape), c.dtype), expected)
+
+
+def _layout(tree) -> str:
+    return v._describe(tree).replace("'", "")
+
+
+def check_front_end_carry(cell: Cell, carry, batch: tuple[int, ...]) -> None:
+    """Raise a one-line error unless ``carry`` is ``cell.initial_carry()`` with leading axes ``batch``.
+
+    Runs at trace time (structure and shapes are static). The message names
+    the expected rnnjax layout and ``carry_from_flax``, which turns a Flax
+    carry (an LSTM's ``(c, h)``) into it.
+    """
+    if v._expected_carry(cell) is None:
+        return
+    expected = _batched_spec(cell, tuple(batch))
+    if v._same_layout(expected, carry):
+        return
+    err = TypeError if jax.tree.structure(expected) != jax.tree.structure(carry) else ValueError
+    raise err(
+        f"carry: expected the rnnjax carry of cell {cell.name!r} for batch {tuple(batch)}, "
+        f"{_layout(expected)}, got {_layout(carry)}; convert a Flax carry (an LSTM's (c, h)) "
+        "with rnnjax.interop.carry_from_flax"
+    )
+
+
+def front_end_carry(cell: Cell, input_shape, carry_init, keys) -> Any:
+    """The carry of ``cell`` for inputs ``input_shape (*batch, input_size)``, as Flax's cells make it.
+
+    Args:
+      cell: an rnnjax cell.
+      input_shape: the shape of one step's input; the carry gets its leading axes.
+      carry_init: None (``cell.initial_carry()``, broadcast) or a Flax/JAX
+        initialiser ``carry_init(key, shape, dtype)`` applied to every carry
+        leaf in the leaf's dtype.
+      keys: ``keys(n) -> n PRNG keys`` or None (no randomness available); with
+        a ``carry_init`` one key per leaf, drawn in Flax's leaf order (an
+        LSTM's ``c`` first, then ``h``), so a Flax cell with the same
+        initialiser and keys makes the same carry (after ``carry_from_flax``).
+
+    Returns:
+      The batched rnnjax carry.
+    """
+    if not isinstance(input_shape, (tuple, list)) or not input_shape or not all(
+        isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in input_shape
+    ):
+        raise TypeError(f"input_shape: expected a tuple of ints (*batch, {cell.input_size}), got {input_shape!r}")
+    if input_shape[-1] != cell.input_size:
+        raise ValueError(
+            f"input_shape: expected (*batch, {cell.input_size}) for cell {cell.name!r}, got {tuple(input_shape)}"
+        )
+    if carry_init is not None and not callable(carry_init):
+        raise TypeError(f"carry_init: expected an initializer carry_init(key, shape, dtype), got {carry_init!r}")
+    batch = tuple(int(d) for d in input_shape[:-1])
+    base = batched_carry(cell, batch + (cell.input_size,))
+    leaves, treedef = jax.tree.flatten(carry_to_flax(base))
+    if keys is None:
+        if carry_init is not None:
+            raise ValueError("rngs: expected nnx.Rngs or an nnx.RngStream to draw carry_init's keys, got None")
+        return base
+    drawn = keys(len(leaves))  # drawn even for the default, to keep a stream in step with Flax's
+    if carry_init is None:
+        return base
+    filled = [jnp.asarray(carry_init(k, leaf.shape, leaf.dtype), leaf.dtype) for k, leaf in zip(drawn, leaves)]
+    for got, leaf in zip(filled, leaves):
+        if got.shape != leaf.shape:
+            raise ValueError(f"carry_init: expected an array of shape {leaf.shape}, got {got.shape}")
+    flax_carry = jax.tree.unflatten(treedef, filled)
+    return LSTMState(flax_carry[1], flax_carry[0]) if isinstance(base, LSTMState) else flax_carry

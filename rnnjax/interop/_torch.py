@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax._cells import Cell, ElmanParams, GRUParams, LSTMParams, LSTMState, elman, gru, lstm
+from rnnjax._cells import Cell, ElmanParams, GRUParams, LSTMParams, LSTMState, elman, gate_functions, gru, lstm
 from rnnjax._layers import BidirectionalParams, bidirectional, layer, sequential
 
 _GATES = {"RNN": 1, "LSTM": 4, "GRU": 3}
@@ -351,7 +351,32 @@ def _spec_of_params(params, nonlinearity: str, batch_first: bool, bias: bool | N
     return spec._replace(bias=bool(bias)), params
 
 
-def to_torch(params, module=None, *, nonlinearity: str = "tanh", batch_first: bool = False, bias: bool | None = None):
+def _check_torch_functions(cell) -> None:
+    """Refuse cells whose gate or activation functions PyTorch's LSTM and GRU cannot represent."""
+    cells = (cell,) if isinstance(cell, Cell) else tuple(cell) if isinstance(cell, (tuple, list)) else None
+    if not cells or not all(isinstance(c, Cell) for c in cells):
+        raise TypeError(f"cell: expected an rnnjax.Cell or a sequence of them (one per layer), got {cell!r}")
+    for k, c in enumerate(cells):
+        functions = gate_functions(c)
+        if functions is not None and (functions[0] is not jax.nn.sigmoid or functions[1] is not jnp.tanh):
+            where = "cell" if isinstance(cell, Cell) else f"cell[{k}]"
+            raise ValueError(
+                f"{where}: {c.name!r} uses gate_fn={getattr(functions[0], '__name__', functions[0])}, "
+                f"activation_fn={getattr(functions[1], '__name__', functions[1])}; PyTorch's nn.LSTM and nn.GRU "
+                "only have sigmoid gates and tanh activations, so these parameters would run a different network "
+                "there (Flax's cells take both functions: rnnjax.interop.to_flax)"
+            )
+
+
+def to_torch(
+    params,
+    module=None,
+    *,
+    nonlinearity: str = "tanh",
+    batch_first: bool = False,
+    bias: bool | None = None,
+    cell: Cell | tuple | None = None,
+):
     """Load rnnjax parameters into a PyTorch ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``.
 
     The reverse of ``from_torch``: ``to_torch(from_torch(m)[1], ...)`` has the
@@ -370,10 +395,20 @@ def to_torch(params, module=None, *, nonlinearity: str = "tanh", batch_first: bo
       batch_first: layout of a new module (ignored when ``module`` is given).
       bias: whether a new module has biases; default: ``True`` unless every
         bias is zero and no ``b_rec`` field is set.
+      cell: the cell the parameters belong to (or a sequence, one per
+        layer); pass it to have export refuse what PyTorch cannot run. The
+        parameters alone do not tell which functions the cell applies.
 
     Returns:
       The torch module holding copies of ``params``.
+
+    Raises:
+      ValueError: ``cell`` is an ``rnnjax.lstm``/``rnnjax.gru`` built with a
+        ``gate_fn`` other than ``jax.nn.sigmoid`` or an ``activation_fn``
+        other than ``jnp.tanh`` (PyTorch has no such options).
     """
+    if cell is not None:
+        _check_torch_functions(cell)
     torch = _import_torch()
     if module is not None:
         target = _spec_of_module(module)

@@ -21,7 +21,8 @@ from flax import nnx
 from rnnjax import _validate as v
 from rnnjax._cells import Cell
 from rnnjax._unroll import unroll, unroll_batch
-from rnnjax.interop._batching import batched_carry, batched_step
+from rnnjax.interop._batching import batched_step
+from rnnjax.interop._flax import check_front_end_carry, front_end_carry
 
 
 def _is_var(x) -> bool:
@@ -61,16 +62,32 @@ class RNNCell(nnx.RNNCellBase):
 
     def __call__(self, carry, inputs):
         """One step: ``inputs (*batch, input_size)``, carry with leading axes ``batch`` -> ``(carry, y)``."""
+        check_front_end_carry(self.cell, carry, inputs.shape[:-1])
         return batched_step(self.cell, self.param_values(), carry, inputs)
 
     def initialize_carry(self, input_shape, rngs=None, carry_init=None):
-        """The cell's zero carry broadcast to ``input_shape[:-1]`` (``rngs``/``carry_init`` unused)."""
-        del rngs
-        if carry_init is not None:
-            raise ValueError(
-                "carry_init: not supported; rnnjax cells start from cell.initial_carry() (pass a carry instead)"
-            )
-        return batched_carry(self.cell, input_shape)
+        """The carry for inputs of shape ``input_shape (*batch, input_size)``, as Flax's NNX cells make it.
+
+        Args:
+          input_shape: ``(*batch, input_size)``.
+          rngs: ``nnx.Rngs`` (its ``carry`` stream, else ``default``) or an
+            ``nnx.RngStream``: one key per carry leaf is drawn, in Flax's order
+            (an LSTM's ``c``, then ``h``), also without ``carry_init``, so the
+            stream advances as with Flax's cells. Needed with ``carry_init``.
+          carry_init: an initialiser ``carry_init(key, shape, dtype)`` for every
+            carry leaf, or None for ``cell.initial_carry()`` (zeros for
+            rnnjax's cells).
+
+        Returns:
+          The cell's carry with leading axes ``batch`` (``LSTMState(h, c)`` for
+          an LSTM; ``rnnjax.interop.carry_to_flax`` gives Flax's ``(c, h)``).
+        """
+        if isinstance(rngs, nnx.Rngs):
+            rngs = rngs.carry
+        if rngs is not None and not isinstance(rngs, nnx.RngStream):
+            raise TypeError(f"rngs: expected nnx.Rngs, an nnx.RngStream or None, got {type(rngs).__name__}")
+        keys = None if rngs is None else (lambda n: [rngs() for _ in range(n)])
+        return front_end_carry(self.cell, input_shape, carry_init, keys)
 
     @property
     def num_feature_axes(self) -> int:

@@ -8,9 +8,15 @@ Shakespeare corpus); nothing is downloaded.
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+import math
+import types
+import typing
+from typing import Any, Callable
 
-from rnnjax.tasks._base import PATTERNS, Batch, Task
+import numpy as np
+
+from rnnjax._batch import PATTERNS, Batch
+from rnnjax.tasks._base import Task
 from rnnjax.tasks._datasets import digits, mnist1d
 from rnnjax.tasks._synthetic import adding, copy_memory, reverse, sinegen, sines
 from rnnjax.tasks._text import charlm
@@ -36,6 +42,78 @@ def task_options(name: str) -> list[str]:
     return [p for p in params if p not in ("seq_len", "seed")]
 
 
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def option_types(name: str) -> dict[str, Any]:
+    """``{option: declared type}`` of task ``name`` (from its builder's annotations, e.g. ``bool``, ``int | None``)."""
+    options = task_options(name)
+    params = inspect.signature(TASKS[name], eval_str=True).parameters
+    return {k: params[k].annotation for k in options}
+
+
+def _type_name(annotation) -> str:
+    args = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    return " or ".join("None" if a is type(None) else getattr(a, "__name__", str(a)) for a in args)
+
+
+def _coerce(kind, value):
+    """``value`` as ``kind`` (bool, int, float or str), parsing text; raise ``ValueError`` if it is not one."""
+    if kind is bool:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.strip().lower()]
+    elif kind is int:
+        if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+            return int(value)
+        if isinstance(value, str):
+            return int(value.strip())
+    elif kind is float:
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+            return float(value)
+        if isinstance(value, str):
+            x = float(value.strip())
+            if math.isfinite(x):
+                return x
+    elif kind is str and isinstance(value, str):
+        return value
+    raise ValueError(value)
+
+
+def coerce_option(name: str, key: str, value: Any) -> Any:
+    """Task ``name``'s option ``key`` converted to its declared type.
+
+    Text is parsed (what ``--task-option KEY=VALUE`` passes): booleans accept
+    ``true/false/1/0/yes/no`` in any case, ``none``/``null`` gives None where the
+    option is optional. Python values must already have the declared type
+    (``True`` for a bool; an integer for an int or float option).
+
+    Raises:
+      ValueError: unknown option, or a value that is not of the declared type
+        (the message names the option and the expected type).
+    """
+    declared = option_types(name)
+    if key not in declared:
+        raise ValueError(f"options: task {name!r} has no option {key}; valid options: {sorted(declared)}")
+    annotation = declared[key]
+    kinds = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    optional = type(None) in kinds
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("none", "null")):
+        if optional:
+            return None
+    else:
+        for kind in kinds:
+            if kind is type(None):
+                continue
+            try:
+                return _coerce(kind, value)
+            except ValueError:
+                continue
+    raise ValueError(f"{key}: task {name!r} expects {_type_name(annotation)}"
+                     f"{' (true/false/1/0/yes/no)' if bool in kinds else ''}, got {value!r}")
+
+
 def get_task(name: str, *, seq_len: int | None = None, seed: int = 0, **options) -> Task:
     """Build a task by name (``rnnjax.tasks.TASKS`` lists them).
 
@@ -44,7 +122,8 @@ def get_task(name: str, *, seq_len: int | None = None, seed: int = 0, **options)
       seq_len: sequence length T; None picks the task's default (tasks with a fixed
         length, such as ``digits``, accept only that length).
       seed: fixes the evaluation set (and any split).
-      **options: task-specific keyword options (see ``task_options(name)``).
+      **options: task-specific keyword options (see ``task_options(name)``),
+        converted to their declared types by ``coerce_option``.
 
     Returns:
       A ``Task``.
@@ -63,7 +142,8 @@ def get_task(name: str, *, seq_len: int | None = None, seed: int = 0, **options)
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ValueError(f"options: task {name!r} has no option {', '.join(unknown)}; valid options: {valid}")
+    options = {k: coerce_option(name, k, v) for k, v in options.items()}
     return TASKS[name](seq_len=seq_len, seed=seed, **options)
 
 
-__all__ = ["PATTERNS", "TASKS", "Batch", "Task", "get_task", "task_options"]
+__all__ = ["PATTERNS", "TASKS", "Batch", "Task", "coerce_option", "get_task", "option_types", "task_options"]

@@ -1,4 +1,8 @@
-"""The task interface: data generated from explicit keys or shipped in packages."""
+"""The task interface: data generated from explicit keys or shipped in packages.
+
+A task yields ``Batch`` values (``rnnjax._batch``, re-exported as ``rnnjax.tasks.Batch``)
+for one of the model patterns ``rnnjax.tasks.PATTERNS``.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +10,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 
-PATTERNS = ("many_to_one", "many_to_many", "one_to_many", "seq2seq")
-
-
-class Batch(NamedTuple):
-    """One batch. Shapes by ``Task.pattern`` (B batch, T time, I input_size, O output_size):
-
-    - many_to_one: ``inputs (B, T, I)``; ``targets (B,)`` int class or ``(B, O)`` float.
-    - many_to_many: ``inputs (B, T, I)``; ``targets (B, T)`` int or ``(B, T, O)`` float.
-    - one_to_many: ``inputs (B, I)`` one vector; ``targets (B, T)`` int or ``(B, T, O)``.
-    - seq2seq: ``inputs (B, T_in, I)``; ``targets (B, T_out)`` int tokens or ``(B, T_out, O)``.
-
-    ``input_lengths``/``target_lengths`` are ``(B,)`` int valid steps, or None
-    when every sequence uses the full length. Padded steps are masked in losses.
-    """
-
-    inputs: jax.Array
-    targets: jax.Array
-    input_lengths: jax.Array | None = None
-    target_lengths: jax.Array | None = None
+from rnnjax._batch import Batch
 
 
 class Task(NamedTuple):
@@ -32,7 +18,7 @@ class Task(NamedTuple):
 
     Attributes:
       name: registry name (``"adding"``, ``"copy"``, ...).
-      pattern: one of ``PATTERNS``.
+      pattern: one of ``rnnjax.tasks.PATTERNS``.
       input_size: I, width of each input step (vocabulary size for one-hot tokens).
       output_size: O, regression width or number of classes.
       loss: ``"mse"`` (float targets) or ``"xent"`` (int class targets).

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax.tasks._base import Batch, Task
+from rnnjax._batch import Batch
+from rnnjax.tasks._base import Task
 
 
 def _classification_task(name, x_train, y_train, x_test, y_test, info) -> Task:

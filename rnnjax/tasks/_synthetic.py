@@ -13,7 +13,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from rnnjax.tasks._base import Batch, Task
+from rnnjax._batch import Batch
+from rnnjax.tasks._base import Task
 
 _EVAL_SALT = 0x5EED  # eval keys are fold_in(key(seed), salt): never equal to a training key from key(seed)
 

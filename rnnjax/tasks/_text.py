@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnjax.tasks._base import Batch, Task
+from rnnjax._batch import Batch
+from rnnjax.tasks._base import Task
 from rnnjax.tasks._synthetic import check_positive_int
 
 

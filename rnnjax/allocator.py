@@ -1,8 +1,16 @@
-"""Process-level allocator tuning: keep large freed buffers instead of page-faulting them back every step."""
+"""Process-level allocator tuning: keep large freed buffers instead of page-faulting them back every step.
+
+Process plumbing, not part of the modelling API: a program that owns its
+process (the ``rnnjax`` command line, the benchmarks) calls
+``rnnjax.allocator.tune_allocator()`` once at start-up, or exports
+``GLIBC_TUNABLES`` before the process starts.
+"""
 
 from __future__ import annotations
 
 import ctypes
+
+__all__ = ["ALLOCATOR_TUNED", "GLIBC_TUNABLES", "tune_allocator"]
 
 # mallopt(3) parameter numbers (glibc malloc.h).
 _M_TRIM_THRESHOLD = -1

@@ -1,0 +1,226 @@
+"""Runs you can trust: one run per directory, verified resume, typed options, checkpoints, seeds, writers."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from rnnjax import checkpoint as ckpt
+from rnnjax.cli import main
+from rnnjax.rundir import DirectoryBusy, RunLock, file_mode, remove_stale_temporaries
+from rnnjax.tasks import coerce_option
+from rnnjax.train import RunConfig, build, make_optimizer
+
+TINY = ["--task", "adding", "--cell", "elman-tanh", "--hidden", "4", "--seq-len", "6", "--batch-size", "4",
+        "--lr", "1e-2", "--seed", "1", "--task-option", "eval_size=32"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def compilation_cache(tmp_path_factory):
+    """Share compiled programs between the in-process runs of this module."""
+    old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    yield
+    jax.config.update("jax_compilation_cache_dir", old[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+
+
+def _snapshot(d):
+    """Every file under ``d`` (relative path -> bytes, mode)."""
+    out = {}
+    for root, _, files in os.walk(d):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, d)] = (f.read(), os.stat(path).st_mode)
+    return out
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished 6-step run (evaluation and checkpoint every 2 steps)."""
+    out = str(tmp_path_factory.mktemp("runs") / "finished")
+    assert main(["train", *TINY, "--steps", "6", "--eval-every", "2", "--out", out]) == 0
+    return out
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return str(dst)
+
+
+# ------------------------------------------------------------------------------------------ one run per dir
+def test_a_locked_directory_refuses_a_second_run_at_once_and_stays_unchanged(tmp_path, capsys):
+    out = str(tmp_path / "busy")
+    with RunLock(out):
+        assert main(["train", *TINY, "--steps", "2", "--out", out]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and out in err and "in use by another rnnjax run" in err
+        assert f"pid {os.getpid()}" in err  # the holder, from the kernel's lock table
+        assert os.listdir(out) == []
+        with pytest.raises(DirectoryBusy):
+            RunLock(out)
+    assert not os.path.exists(out)  # the lock created it, nothing was written: removed again
+
+
+def test_refused_new_run_leaves_no_directory_behind(tmp_path, capsys):
+    out = str(tmp_path / "new")
+    assert main(["train", *TINY, "--steps", "2", "--gradflow-every", "1", "--task-option", "variable_length=nope",
+                 "--out", out]) == 2
+    assert "--task-option variable_length" in capsys.readouterr().err
+    assert not os.path.exists(out)
+
+
+# ------------------------------------------------------------------------------------------ verified resume
+def test_resume_refuses_a_foreign_checkpoint_byte_identical(finished, tmp_path, capsys):
+    other = str(tmp_path / "other")
+    assert main(["train", *TINY[:-6], "--lr", "5e-2", *TINY[-4:], "--steps", "2", "--out", other]) == 0
+    mixed = _copy(finished, tmp_path / "mixed")
+    shutil.copy(os.path.join(other, "checkpoint.msgpack"), os.path.join(mixed, "checkpoint.msgpack"))
+    before = _snapshot(mixed)
+    capsys.readouterr()
+    assert main(["train", *TINY, "--steps", "8", "--eval-every", "2", "--out", mixed, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint.msgpack was written by a different run" in err and "--lr 0.05 there, 0.01 now" in err
+    assert _snapshot(mixed) == before
+
+
+def test_resume_refuses_flags_that_differ_from_config_json(finished, tmp_path, capsys):
+    run = _copy(finished, tmp_path / "run")
+    before = _snapshot(run)
+    assert main(["train", *TINY, "--hidden", "5", "--steps", "8", "--out", run, "--resume"]) == 2
+    assert "--hidden 4 there, 5 now" in capsys.readouterr().err
+    assert _snapshot(run) == before
+
+
+def test_resume_refuses_logs_without_a_checkpoint(finished, tmp_path, capsys):
+    run = _copy(finished, tmp_path / "run")
+    os.unlink(os.path.join(run, "checkpoint.msgpack"))
+    before = _snapshot(run)
+    assert main(["train", *TINY, "--steps", "6", "--eval-every", "2", "--out", run, "--resume"]) == 2
+    assert "has logs" in capsys.readouterr().err
+    assert _snapshot(run) == before
+
+
+def test_resume_of_a_finished_run_changes_nothing(finished, tmp_path, capsys):
+    run = _copy(finished, tmp_path / "run")
+    before = _snapshot(run)
+    assert main(["train", *TINY, "--steps", "6", "--eval-every", "2", "--out", run, "--resume"]) == 0
+    assert "nothing to do" in capsys.readouterr().err
+    assert _snapshot(run) == before
+    assert main(["train", *TINY, "--steps", "4", "--out", run, "--resume"]) == 2  # below the checkpoint
+    assert _snapshot(run) == before
+
+
+def test_resume_extends_a_finished_run_like_one_longer_run(finished, tmp_path):
+    run = _copy(finished, tmp_path / "run")
+    longer = str(tmp_path / "longer")
+    assert main(["train", *TINY, "--steps", "10", "--eval-every", "2", "--out", run, "--resume"]) == 0
+    assert main(["train", *TINY, "--steps", "10", "--eval-every", "2", "--out", longer]) == 0
+    a, b = ([json.loads(x) for x in open(os.path.join(d, "eval.jsonl"))] for d in (run, longer))
+    assert a == b  # bitwise: the resumed run is the longer run
+    steps = [json.loads(x)["step"] for x in open(os.path.join(run, "metrics.jsonl"))]
+    assert steps == list(range(1, 11))
+
+
+# ------------------------------------------------------------------------------------------ typed options
+@pytest.mark.parametrize("text, value", [("False", False), ("no", False), ("0", False), ("TRUE", True),
+                                         ("yes", True), ("1", True)])
+def test_boolean_task_options_parse_by_their_declared_type(text, value):
+    assert coerce_option("adding", "variable_length", text) is value
+
+
+@pytest.mark.parametrize("key, text", [("variable_length", "maybe"), ("variable_length", 1), ("eval_size", "1.5"),
+                                       ("min_len", "two")])
+def test_mistyped_task_options_name_the_option_and_type(key, text):
+    with pytest.raises(ValueError, match=f"^{key}: task 'adding' expects"):
+        coerce_option("adding", key, text)
+
+
+def test_variable_length_false_stays_off(tmp_path):
+    out = str(tmp_path / "run")
+    assert main(["train", *TINY, "--steps", "1", "--task-option", "variable_length=False", "--out", out]) == 0
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f)["task_options"] == {"eval_size": 32, "variable_length": False}
+    trainer = build(RunConfig.from_json(json.load(open(os.path.join(out, "config.json")))))
+    assert trainer.task.eval_batch().input_lengths is None  # fixed-length batches
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+def test_checkpoint_at_every_evaluation(tmp_path, monkeypatch):
+    steps = []
+    real = ckpt.save
+    monkeypatch.setattr(ckpt, "save", lambda path, tree, meta: (steps.append(meta["step"]), real(path, tree, meta)))
+    assert main(["train", *TINY, "--steps", "6", "--eval-every", "2", "--out", str(tmp_path / "r")]) == 0
+    assert steps == [0, 2, 4, 6]  # step 0: a run is resumable from its first log line on
+
+
+def test_stale_temporaries_removed_and_checkpoint_mode_follows_umask(tmp_path):
+    path = str(tmp_path / "checkpoint.msgpack")
+    stale = [path + ".abc123.tmp", path + ".tmp-999"]
+    for name in stale:
+        open(name, "w").close()
+    old = os.umask(0o002)
+    try:
+        ckpt.save(path, {"w": np.ones(3, np.float32)}, {"step": 1})
+        assert os.stat(path).st_mode & 0o777 == 0o664 == file_mode()
+    finally:
+        os.umask(old)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.msgpack"]
+    assert remove_stale_temporaries(path) == []
+
+
+# ------------------------------------------------------------------------------------------ seeds
+def test_every_seed_is_scored_on_the_same_evaluation_set():
+    base = RunConfig(task="adding", cell="elman-tanh", hidden=4, seq_len=6, batch_size=4,
+                     task_options=(("eval_size", 16),))
+    sets = [build(RunConfig(**{**base.__dict__, "seed": s})).task.eval_batch() for s in (0, 7)]
+    np.testing.assert_array_equal(sets[0].inputs, sets[1].inputs)
+    other = build(RunConfig(**{**base.__dict__, "eval_seed": 5})).task.eval_batch()
+    assert not np.array_equal(other.inputs, sets[0].inputs)
+    # a config.json written before eval_seed existed keeps the evaluation set of its seed
+    legacy = {k: v for k, v in base.to_json().items() if k != "eval_seed"} | {"seed": 3}
+    assert RunConfig.from_json(legacy).eval_seed == 3
+
+
+def test_make_optimizer_clip_none_means_no_clipping():
+    import jax.numpy as jnp
+
+    params = {"w": jnp.ones(3)}
+    grads = {"w": jnp.full(3, 100.0)}
+    for clip in (None, 0):
+        opt = make_optimizer(0.1, clip=clip, name="sgd")
+        updates, _ = opt.update(grads, opt.init(params), params)
+        np.testing.assert_allclose(updates["w"], -10.0)
+    with pytest.raises(ValueError, match="^clip: expected a non-negative number"):
+        make_optimizer(0.1, clip=-1.0)
+
+
+# ------------------------------------------------------------------------------------------ writers
+def test_tensorboard_event_files_hold_the_scalars_and_the_profile(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = str(tmp_path / "tb")
+    assert main(["train", *TINY, "--steps", "4", "--eval-every", "2", "--gradflow-every", "2", "--tensorboard",
+                 "--out", out]) == 0
+    acc = EventAccumulator(os.path.join(out, "tensorboard"), size_guidance={"images": 0, "scalars": 0}).Reload()
+    tags = acc.Tags()
+    assert {"train/loss", "train/grad_norm", "eval/loss", "gradflow/first_step_norm"} <= set(tags["scalars"])
+    assert "gradflow/profile" in tags["images"]
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4]
+    jsonl = [json.loads(x)["loss"] for x in open(os.path.join(out, "metrics.jsonl"))]
+    np.testing.assert_allclose([e.value for e in acc.Scalars("train/loss")], jsonl, rtol=1e-6)
+    assert [e.step for e in acc.Scalars("eval/loss")] == [2, 4]
+
+
+def test_remat_flag_trains_the_same_model(tmp_path):
+    plain, remat = str(tmp_path / "plain"), str(tmp_path / "remat")
+    assert main(["train", *TINY, "--steps", "3", "--out", plain]) == 0
+    assert main(["train", *TINY, "--steps", "3", "--remat", "2", "--out", remat]) == 0
+    loss = [json.load(open(os.path.join(d, "summary.json")))["eval"]["loss"] for d in (plain, remat)]
+    np.testing.assert_allclose(loss[0], loss[1], rtol=1e-6)
+    assert json.load(open(os.path.join(remat, "config.json")))["remat"] == 2
