@@ -1,8 +1,10 @@
 """What ``rnnjax.train.compiler_options()`` costs a training run on CPU.
 
-``rnnjax train`` and ``rnnjax sweep`` compile the training scan with
-``compiler_options()`` (no YNNPACK reductions, XLA:CPU's classic emitters) so
-that every sweep row is bit for bit its separate run. This script times the
+Only the vectorised sweep (``rnnjax sweep --vectorize``, ``run_sweep(method="vmap")``)
+compiles with ``compiler_options()`` (no YNNPACK reductions, XLA:CPU's classic
+emitters), so that its rows are bit for bit batch-invariant single runs;
+``rnnjax train`` and the default sweep use XLA's defaults and pay nothing
+(``benchmarks/train_overhead.py``). This script times the
 same ``Trainer.run`` chunk (100 steps of the adding task, the defaults of
 ``rnnjax train`` except the cell) compiled with XLA's defaults and with those
 options, interleaved in one process, and reports ms per step and the ratio.

@@ -1,14 +1,24 @@
-"""Benchmark: a vmapped sweep of 12 small training runs against the same 12 runs one after another.
+"""Benchmark: a sweep of 12 small training runs against the same 12 runs one after another.
+
+The sequential path is what ``rnnjax train`` does per run: ``build(config)``, jit the init, compile
+the training scan and the evaluation with XLA's defaults. The sweep comes in its two methods:
+``rnnjax.sweep.run_sweep(configs)`` (the default, ``method="map"``: the runs one after another inside
+one compiled program, XLA's defaults, each row bitwise the separate run) and
+``run_sweep(configs, method="vmap")`` (``rnnjax sweep --vectorize``: trainers built with
+``build(config, batch_invariant=True)``, compiled with ``rnnjax.train.compiler_options()``; its rows
+differ from the default single runs by float rounding).
 
 Three comparisons (all wall-clock, float32 params, the adding task):
 
 1. end to end, in one process: 12 x what ``rnnjax train`` does (build the run, jit init, compile and
-   run the training scan, evaluate) against ``rnnjax.sweep.run_sweep`` on the same 12 configurations
-   (init, one compile, train, evaluate);
-2. execution only: the single-run training program compiled ONCE and called 12 times (the best a
-   sequential loop can do) against one call of the compiled sweep program;
-   both also for the ``--exact`` sweep (``method="map"``: the runs one after another inside one program);
-3. optionally (``--cli``), 12 ``rnnjax train`` processes against one ``rnnjax sweep`` process.
+   run the training scan, evaluate) against each sweep method on the same 12 configurations
+   (init, one compile, train, evaluate), with the largest relative difference of the final
+   evaluation losses from the sequential runs (0 for the default sweep);
+2. execution only: the single-run training program compiled ONCE (XLA's defaults) and called 12
+   times (the best a sequential loop can do) against one call of the compiled map program (XLA's
+   defaults) and of the compiled vmap program (built batch-invariant, ``compiler_options()``);
+3. optionally (``--cli``), 12 ``rnnjax train`` processes against one ``rnnjax sweep`` process and
+   one ``rnnjax sweep --vectorize`` process.
 
 Every measurement is repeated ``--repeats`` times (after an untimed warm-up) and reported as median
 and min-max. Writes ``sweep_vs_sequential.json`` and ``.md`` to ``--out`` (default
@@ -77,6 +87,33 @@ def _stats(xs):
             "all_s": [round(x, 4) for x in xs]}
 
 
+def _max_rel_diff(losses, reference):
+    """Largest |a - b| / |b| over paired losses (inf where exactly one of them is non-finite, i.e. None)."""
+    def rel(a, b):
+        if a is None or b is None:
+            return 0.0 if a is None and b is None else float("inf")
+        return 0.0 if a == b else abs(a - b) / max(abs(b), 1e-30)
+
+    return max(rel(a, b) for a, b in zip(losses, reference))
+
+
+def _command(cfg: Config) -> str:
+    """The command line that reproduces this benchmark (only the flags that differ from the defaults)."""
+    flags = []
+    for f in dataclasses.fields(Config):
+        value, default = getattr(cfg, f.name), f.default
+        if value == default:
+            continue
+        name = f"--{f.name.replace('_', '-')}"
+        if f.type == "bool":
+            flags.append(name)
+        elif f.type == "tuple":
+            flags += [name, ",".join(map(str, value))]
+        else:
+            flags += [name, str(value)]
+    return shlex.join(["python", "benchmarks/sweep_vs_sequential.py", *flags])
+
+
 def main() -> None:
     cfg, out_dir = parse()
     import jax
@@ -86,7 +123,7 @@ def main() -> None:
     from rnnjax import sweep
     from rnnjax.train import RunConfig, build, compiler_options, run_key
 
-    options = compiler_options()  # what `rnnjax train` and `rnnjax sweep` compile with
+    vmap_options = compiler_options()  # what the vectorised sweep compiles with; everything else uses XLA's defaults
 
     base = RunConfig(task=cfg.task, cell=cfg.cell, hidden=cfg.hidden, seq_len=cfg.seq_len, batch_size=cfg.batch_size,
                      steps=cfg.steps, lr=cfg.lr, clip=1.0, task_options=(("eval_size", cfg.eval_size),))
@@ -99,76 +136,82 @@ def main() -> None:
         for c in configs:  # what `rnnjax train` does per run (minus process start-up and file output)
             trainer = build(c)
             state = jax.jit(trainer.init)(run_key(c.seed))
-            state, _ = jax.jit(trainer.run, static_argnums=1, compiler_options=options)(state, c.steps)
-            losses.append(float(jax.jit(trainer.evaluate, compiler_options=options)(state.params)["loss"]))
+            state, _ = jax.jit(trainer.run, static_argnums=1)(state, c.steps)
+            losses.append(float(jax.jit(trainer.evaluate)(state.params)["loss"]))
         return losses
 
-    def sweep_end_to_end(method="vmap"):
+    def sweep_end_to_end(method):
         result = sweep.run_sweep(configs, method=method)
         return [r["eval_loss"] for r in result.rows], result.timing
 
     # ---- 1. end to end (an untimed warm-up sweep first fills JAX's per-operation caches)
-    sweep_end_to_end()
-    seq_times, sw_times, sw_timing, map_times = [], [], [], []
+    sweep_end_to_end("map")
+    seq_times, map_times, vmap_times, map_timing, vmap_timing = [], [], [], [], []
     for r in range(cfg.repeats):
         t = time.perf_counter()
         seq_losses = sequential_end_to_end()
         seq_times.append(time.perf_counter() - t)
         t = time.perf_counter()
-        sw_losses, timing = sweep_end_to_end()
-        sw_times.append(time.perf_counter() - t)
-        sw_timing.append(timing)
-        t = time.perf_counter()
-        map_losses, _ = sweep_end_to_end("map")
+        map_losses, timing = sweep_end_to_end("map")
         map_times.append(time.perf_counter() - t)
-        print(f"repeat {r}: sequential {seq_times[-1]:.2f} s, sweep {sw_times[-1]:.2f} s, "
-              f"sweep --exact {map_times[-1]:.2f} s", flush=True)
-    rel = max(abs(a - b) / abs(b) for a, b in zip(sw_losses, seq_losses))
-    rel_map = max(abs(a - b) / abs(b) for a, b in zip(map_losses, seq_losses))
+        map_timing.append(timing)
+        t = time.perf_counter()
+        vmap_losses, timing = sweep_end_to_end("vmap")
+        vmap_times.append(time.perf_counter() - t)
+        vmap_timing.append(timing)
+        print(f"repeat {r}: sequential {seq_times[-1]:.2f} s, sweep {map_times[-1]:.2f} s, "
+              f"sweep --vectorize {vmap_times[-1]:.2f} s", flush=True)
+    rel_map = _max_rel_diff(map_losses, seq_losses)
+    rel_vmap = _max_rel_diff(vmap_losses, seq_losses)
 
-    # ---- 2. execution only: compiled once, called 12 times vs one call of the compiled sweep
+    # ---- 2. execution only: compiled once, called 12 times vs one call of each compiled sweep program
     trainer = build(configs[0])
-    states = [build(c).init(run_key(c.seed), c.lr) for c in configs]
-    run_one = jax.jit(trainer.run, static_argnums=1).lower(states[0], cfg.steps).compile(compiler_options=options)
+    trainer_vmap = build(configs[0], batch_invariant=True)  # what run_sweep(method="vmap") trains with
+    states = [jax.jit(build(c).init)(run_key(c.seed), c.lr) for c in configs]
     stacked = jax.tree.map(lambda *xs: jax.numpy.stack(xs), *states)
-    run_all = jax.jit(jax.vmap(lambda s: trainer.run(s, cfg.steps))).lower(stacked).compile(compiler_options=options)
-    map_all = jax.jit(lambda st: jax.lax.map(lambda s: trainer.run(s, cfg.steps), st)).lower(stacked).compile(
-        compiler_options=options)
+    run_one = jax.jit(trainer.run, static_argnums=1).lower(states[0], cfg.steps).compile()
+    map_all = jax.jit(lambda st: jax.lax.map(lambda s: trainer.run(s, cfg.steps), st)).lower(stacked).compile()
+    vmap_all = jax.jit(jax.vmap(lambda s: trainer_vmap.run(s, cfg.steps))).lower(stacked).compile(
+        compiler_options=vmap_options)
     jax.block_until_ready(run_one(states[0]))
-    jax.block_until_ready(run_all(stacked))
     jax.block_until_ready(map_all(stacked))
-    exec_seq, exec_sw, exec_map = [], [], []
+    jax.block_until_ready(vmap_all(stacked))
+    exec_seq, exec_map, exec_vmap = [], [], []
     for _ in range(max(3, cfg.repeats)):
         t = time.perf_counter()
         for s in states:
             jax.block_until_ready(run_one(s))
         exec_seq.append(time.perf_counter() - t)
         t = time.perf_counter()
-        jax.block_until_ready(run_all(stacked))
-        exec_sw.append(time.perf_counter() - t)
-        t = time.perf_counter()
         jax.block_until_ready(map_all(stacked))
         exec_map.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        jax.block_until_ready(vmap_all(stacked))
+        exec_vmap.append(time.perf_counter() - t)
+
+    def phases(timings):
+        return {k: round(_median([t[k] for t in timings]), 3) for k in timings[0]}
 
     results = {
         "config": dataclasses.asdict(cfg),
         "runs": n,
         "end_to_end": {
             "sequential": _stats(seq_times),
-            "sweep": _stats(sw_times),
-            "speedup_median": round(_median(seq_times) / _median(sw_times), 2),
-            "sweep_phases_median_s": {k: round(_median([t[k] for t in sw_timing]), 3) for k in sw_timing[0]},
-            "max_rel_diff_eval_loss": rel,
-            "sweep_exact": _stats(map_times),
-            "speedup_exact_median": round(_median(seq_times) / _median(map_times), 2),
-            "max_rel_diff_eval_loss_exact": rel_map,
+            "sweep_map": _stats(map_times),
+            "speedup_map_median": round(_median(seq_times) / _median(map_times), 2),
+            "sweep_map_phases_median_s": phases(map_timing),
+            "max_rel_diff_eval_loss_map": rel_map,
+            "sweep_vmap": _stats(vmap_times),
+            "speedup_vmap_median": round(_median(seq_times) / _median(vmap_times), 2),
+            "sweep_vmap_phases_median_s": phases(vmap_timing),
+            "max_rel_diff_eval_loss_vmap": rel_vmap,
         },
         "execution_only": {
             "sequential_compiled_once": _stats(exec_seq),
-            "sweep": _stats(exec_sw),
-            "speedup_median": round(_median(exec_seq) / _median(exec_sw), 2),
-            "sweep_exact": _stats(exec_map),
-            "speedup_exact_median": round(_median(exec_seq) / _median(exec_map), 2),
+            "sweep_map": _stats(exec_map),
+            "speedup_map_median": round(_median(exec_seq) / _median(exec_map), 2),
+            "sweep_vmap": _stats(exec_vmap),
+            "speedup_vmap_median": round(_median(exec_seq) / _median(exec_vmap), 2),
         },
     }
 
@@ -184,13 +227,19 @@ def main() -> None:
                        "--seed", str(c.seed), "--out", os.path.join(tmp, f"g{c.init_gain}_s{c.seed}")]
                 subprocess.run(cmd, check=True, capture_output=True)
             cli_seq = time.perf_counter() - t
-            t = time.perf_counter()
-            cmd = [sys.executable, "-m", "rnnjax", "sweep", *flags, "--init-gain", ",".join(map(repr, cfg.init_gains)),
-                   "--seeds", ",".join(map(str, cfg.seeds)), "--out", os.path.join(tmp, "sweep")]
-            subprocess.run(cmd, check=True, capture_output=True)
-            cli_sw = time.perf_counter() - t
-        results["cli_processes"] = {"sequential_s": round(cli_seq, 2), "sweep_s": round(cli_sw, 2),
-                                    "speedup": round(cli_seq / cli_sw, 2), "sweep_command": shlex.join(cmd[1:])}
+            sweep_cmd = [sys.executable, "-m", "rnnjax", "sweep", *flags, "--init-gain",
+                         ",".join(map(repr, cfg.init_gains)), "--seeds", ",".join(map(str, cfg.seeds))]
+            cli_sweep = {}
+            for name, extra in (("map", []), ("vmap", ["--vectorize"])):
+                cmd = [*sweep_cmd, *extra, "--out", os.path.join(tmp, f"sweep_{name}")]
+                t = time.perf_counter()
+                subprocess.run(cmd, check=True, capture_output=True)
+                cli_sweep[name] = (time.perf_counter() - t, shlex.join(cmd[1:]))
+        results["cli_processes"] = {"sequential_s": round(cli_seq, 2)}
+        for name, (seconds, command) in cli_sweep.items():
+            results["cli_processes"].update({f"sweep_{name}_s": round(seconds, 2),
+                                             f"speedup_{name}": round(cli_seq / seconds, 2),
+                                             f"sweep_{name}_command": command})
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     results["environment"] = {
@@ -203,39 +252,51 @@ def main() -> None:
     with open(os.path.join(out_dir, "sweep_vs_sequential.json"), "w") as f:
         json.dump(results, f, indent=2)
         f.write("\n")
+
     e, x = results["end_to_end"], results["execution_only"]
+
+    def cell(stats, digits):
+        return f"{stats['median_s']:.{digits}f} ({stats['min_s']:.{digits}f}-{stats['max_s']:.{digits}f})"
+
     lines = [
-        "# Sweep of 12 runs vs the same runs one after another",
+        f"# Sweep of {n} runs vs the same runs one after another",
         "",
         f"{n} runs ({cfg.cell}, H={cfg.hidden}, T={cfg.seq_len}, B={cfg.batch_size}, {cfg.steps} steps, "
         f"init gains {list(cfg.init_gains)} x seeds {list(cfg.seeds)}), {results['environment']['device']}, "
         f"{os.cpu_count()} cores, load average {None if load is None else round(load[0], 1)}; "
         f"median (min-max) of {cfg.repeats} repeats.",
         "",
+        "Sequential = what `rnnjax train` does per run (XLA's default compiler options). `rnnjax sweep` "
+        "(default, `lax.map` inside one program, XLA's defaults) and `rnnjax sweep --vectorize` (`jax.vmap`, "
+        "trainers built batch-invariant, compiled with `rnnjax.train.compiler_options()`).",
+        "",
         "| comparison | sequential (s) | sweep (s) | speedup |",
         "|---|---:|---:|---:|",
-        f"| end to end in one process (build, compile, train, eval) | {e['sequential']['median_s']:.2f} "
-        f"({e['sequential']['min_s']:.2f}-{e['sequential']['max_s']:.2f}) | {e['sweep']['median_s']:.2f} "
-        f"({e['sweep']['min_s']:.2f}-{e['sweep']['max_s']:.2f}) | {e['speedup_median']:.1f}x |",
-        f"| execution only (single-run program compiled once, called {n}x) | "
-        f"{x['sequential_compiled_once']['median_s']:.3f} ({x['sequential_compiled_once']['min_s']:.3f}-"
-        f"{x['sequential_compiled_once']['max_s']:.3f}) | {x['sweep']['median_s']:.3f} ({x['sweep']['min_s']:.3f}-"
-        f"{x['sweep']['max_s']:.3f}) | {x['speedup_median']:.1f}x |",
-        f"| end to end, `--exact` sweep (`lax.map` inside one program) | {e['sequential']['median_s']:.2f} | "
-        f"{e['sweep_exact']['median_s']:.2f} ({e['sweep_exact']['min_s']:.2f}-{e['sweep_exact']['max_s']:.2f}) | "
-        f"{e['speedup_exact_median']:.1f}x |",
-        f"| execution only, `--exact` sweep | {x['sequential_compiled_once']['median_s']:.3f} | "
-        f"{x['sweep_exact']['median_s']:.3f} ({x['sweep_exact']['min_s']:.3f}-{x['sweep_exact']['max_s']:.3f}) | "
-        f"{x['speedup_exact_median']:.1f}x |",
+        f"| end to end in one process (build, compile, train, eval), `rnnjax sweep` | {cell(e['sequential'], 2)} | "
+        f"{cell(e['sweep_map'], 2)} | {e['speedup_map_median']:.1f}x |",
+        f"| end to end in one process, `rnnjax sweep --vectorize` | {e['sequential']['median_s']:.2f} | "
+        f"{cell(e['sweep_vmap'], 2)} | {e['speedup_vmap_median']:.1f}x |",
+        f"| execution only (single-run program compiled once, called {n}x), `rnnjax sweep` | "
+        f"{cell(x['sequential_compiled_once'], 3)} | {cell(x['sweep_map'], 3)} | {x['speedup_map_median']:.1f}x |",
+        f"| execution only, `rnnjax sweep --vectorize` | {x['sequential_compiled_once']['median_s']:.3f} | "
+        f"{cell(x['sweep_vmap'], 3)} | {x['speedup_vmap_median']:.1f}x |",
     ]
     if "cli_processes" in results:
         c = results["cli_processes"]
-        lines.append(f"| {n} `rnnjax train` processes vs one `rnnjax sweep` | {c['sequential_s']:.1f} | "
-                     f"{c['sweep_s']:.1f} | {c['speedup']:.1f}x |")
-    lines += ["", f"Sweep phases (median s): {e['sweep_phases_median_s']}. Largest relative difference of the "
-              f"final eval losses vs sequential: vmap sweep {e['max_rel_diff_eval_loss']:.2g}, `--exact` sweep "
-              f"{e['max_rel_diff_eval_loss_exact']:.2g}.", "",
-              "Command: `python benchmarks/sweep_vs_sequential.py" + (" --cli" if cfg.cli else "") + "`", ""]
+        lines += [f"| {n} `rnnjax train` processes vs one `rnnjax sweep` | {c['sequential_s']:.1f} | "
+                  f"{c['sweep_map_s']:.1f} | {c['speedup_map']:.1f}x |",
+                  f"| {n} `rnnjax train` processes vs one `rnnjax sweep --vectorize` | {c['sequential_s']:.1f} | "
+                  f"{c['sweep_vmap_s']:.1f} | {c['speedup_vmap']:.1f}x |"]
+    lines += ["",
+              f"Sweep phases (median s): `rnnjax sweep` {e['sweep_map_phases_median_s']}; `rnnjax sweep --vectorize` "
+              f"{e['sweep_vmap_phases_median_s']}.",
+              "",
+              f"Largest relative difference of the final eval losses vs the sequential runs: `rnnjax sweep` "
+              f"{e['max_rel_diff_eval_loss_map']:.2g} (bitwise by construction), `rnnjax sweep --vectorize` "
+              f"{e['max_rel_diff_eval_loss_vmap']:.2g} (float rounding of the batch-invariant build, amplified by "
+              f"training).",
+              "",
+              f"Command: `{_command(cfg)}`", ""]
     with open(os.path.join(out_dir, "sweep_vs_sequential.md"), "w") as f:
         f.write("\n".join(lines))
     print("\n".join(lines))

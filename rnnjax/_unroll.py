@@ -65,8 +65,9 @@ def unroll(
         scan, cells with a ``linear_recurrence`` only) or ``"deer"`` (Newton
         iterations over the whole sequence, any cell).
       backward: reverse mode of ``method="scan"`` without ``remat`` (other
-        methods refuse it: theirs is fixed): ``"fast"`` (default) takes every weight gradient after the backward
-        loop as one matmul over all steps (``rnnjax._fastgrad``; derived
+        methods refuse it: theirs is fixed): ``"fast"`` (default) takes
+        every weight gradient after the backward loop as one matmul over all
+        steps (``rnnjax._fastgrad``; derived
         automatically for any cell, same numbers up to float summation
         order); ``"autodiff"`` is plain ``jax.grad`` of ``jax.lax.scan``, the
         reference the fast path is tested against.

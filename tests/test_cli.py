@@ -59,14 +59,14 @@ def test_train_outputs_and_bitwise_resume_after_kill(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err
     assert "eval step 18: loss" in err and "(baseline 0.1667)" in err  # plain lines when not a TTY
 
-    # Kill the same run on its second checkpoint (step 12, metrics already logged), then resume.
+    # Kill the same run on its checkpoint of step 12 (after steps 0 and 6; metrics logged), then resume.
     killed = str(tmp_path / "killed")
     real_save = ckpt.save
     calls = []
 
     def save_then_die(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 3:
             raise KeyboardInterrupt
         real_save(*args, **kwargs)
 
@@ -95,7 +95,7 @@ def test_train_outputs_and_bitwise_resume_after_kill(tmp_path, monkeypatch, caps
     # --resume with other flags, and a corrupted checkpoint on --resume: exit 2, nothing touched.
     assert main(["train", *TINY[:-2], "--task-option", "eval_size=64", "--hidden", "5", "--steps", "18",
                  "--out", full, "--resume"]) == 2
-    assert "--hidden 4 (stored) vs 5" in capsys.readouterr().err
+    assert "--hidden 4 there, 5 now" in capsys.readouterr().err
     assert _snapshot(full) == before
     path = os.path.join(full, "checkpoint.msgpack")
     with open(path, "r+b") as f:
@@ -111,7 +111,7 @@ def test_train_outputs_and_bitwise_resume_after_kill(tmp_path, monkeypatch, caps
 def test_diverging_run_stops_cleanly_with_finite_checkpoint(tmp_path, capsys):
     out = str(tmp_path / "div")
     args = ["train", "--task", "adding", "--cell", "irnn", "--hidden", "16", "--seq-len", "20", "--batch-size", "4",
-            "--lr", "1e4", "--clip", "0", "--steps", "40", "--max-skips", "5", "--task-option", "eval_size=16",
+            "--lr", "1e100", "--clip", "0", "--steps", "40", "--max-skips", "5", "--task-option", "eval_size=16",
             "--out", out]
     assert main(args) == 1
     assert "consecutive" in capsys.readouterr().err

@@ -12,6 +12,8 @@ hand-written Flax cell and of recurrent dropout in an ``OptimizedLSTMCell``
 subclass (they test Flax's cells, not a front end).
 """
 
+import functools
+
 import chex
 import flax.linen as nn
 import jax
@@ -28,12 +30,17 @@ from rnnjax.interop.nnx import RNNCell as NNXCell
 B, T, I, H = 2, 3, 3, 4
 F32 = jnp.float32
 KEY = jax.random.key(0)
+LSTM, GRU = rnnjax.lstm(I, H, dtype=F32), rnnjax.gru(I, H, dtype=F32)  # shared: jitted references compile once
 
 
 def _xs(shape, dtype=F32, seed=1):
     return jax.random.normal(jax.random.key(seed), shape).astype(dtype)
 
 
+XS = _xs((B, T, I))
+
+
+@functools.partial(jax.jit, static_argnames=("cell", "reverse"))
 def _loop(cell, params, xs, reverse=False, lengths=None):
     """The truth: a Python loop of ``cell.step`` over time, vmapped over the batch axes of ``xs (*batch, T, I)``.
 
@@ -54,6 +61,11 @@ def _loop(cell, params, xs, reverse=False, lengths=None):
     return jax.tree.map(lambda a: a.reshape(batch + a.shape[1:]), (carry, jnp.stack(ys, 1)))
 
 
+def _params(cell):
+    """The cell's parameters with every entry shifted off its initial value (nonzero biases fill every Flax slot)."""
+    return jax.tree.map(lambda a: a + 0.5, cell.init(jax.random.key(2)))
+
+
 def _close(got, want, atol=1e-6):
     chex.assert_trees_all_equal_structs(got, want)
     chex.assert_trees_all_close(got, want, atol=atol, rtol=0)
@@ -68,9 +80,9 @@ def _close(got, want, atol=1e-6):
     ids=["basic", "batch_dims", "unroll", "time_major"],
 )
 def test_linen_rnn_runs_an_rnnjax_lstm(batch, options):
-    cell = rnnjax.lstm(I, H, dtype=F32)
+    cell = LSTM
     rnn = nn.RNN(LinenCell(cell), return_carry=True, **options)
-    xs = _xs(batch + (T, I))
+    xs = XS.reshape(batch + (T, I))
     feed = xs.swapaxes(0, 1) if options.get("time_major") else xs
     (carry, ys), variables = rnn.init_with_output(KEY, feed)
     params = variables["params"]["cell"]["cell"]
@@ -81,24 +93,18 @@ def test_linen_rnn_runs_an_rnnjax_lstm(batch, options):
     assert all(np.all(leaf != 0) for leaf in carry)
 
 
-# Flax: test_numerical_equivalence, test_numerical_equivalence_single_batch, test_numerical_equivalence_single_batch_jax_scan
+# Flax: test_numerical_equivalence, test_numerical_equivalence_single_batch_jax_scan (batch of one: test_nnx_rnn_options_match_the_loop)
 def test_linen_cell_steps_match_the_rnn():
-    cell = rnnjax.lstm(I, H, dtype=F32)
+    cell = LSTM
     adapter = LinenCell(cell)
-    xs = _xs((B, T, I))
+    xs = XS
     (carry, ys), variables = nn.RNN(adapter, return_carry=True).init_with_output(KEY, xs)
     cell_vars = {"params": variables["params"]["cell"]}
-    step_carry = adapter.initialize_carry(KEY, xs[:, 0].shape)
+    step, step_carry = jax.jit(adapter.apply), adapter.initialize_carry(KEY, xs[:, 0].shape)
     for t in range(T):
-        step_carry, y = adapter.apply(cell_vars, step_carry, xs[:, t])
+        step_carry, y = step(cell_vars, step_carry, xs[:, t])
         _close(y, ys[:, t])
     _close(step_carry, carry)
-    for b in range(B):  # one sequence at a time, as a batch of one
-        one = adapter.initialize_carry(KEY, (1, I))
-        for t in range(T):
-            one, y = adapter.apply(cell_vars, one, xs[b : b + 1, t])
-            _close(y[0], ys[b, t])
-        _close(one, jax.tree.map(lambda a: a[b : b + 1], carry))
     scan_carry, scan_ys = jax.lax.scan(lambda c, x: adapter.apply(cell_vars, c, x), adapter.initialize_carry(KEY, (B, I)),
                                        xs.swapaxes(0, 1))
     _close((scan_carry, scan_ys.swapaxes(0, 1)), (carry, ys))
@@ -106,8 +112,8 @@ def test_linen_cell_steps_match_the_rnn():
 
 # Flax: test_numerical_equivalence_with_mask, test_basic_seq_lengths
 def test_linen_seq_lengths_stop_each_carry_at_its_length():
-    cell = rnnjax.lstm(I, H, dtype=F32)
-    xs = _xs((B, T, I))
+    cell = LSTM
+    xs = XS
     lengths = jnp.array([T, 1])
     (carry, ys), variables = nn.RNN(LinenCell(cell), return_carry=True).init_with_output(KEY, xs, seq_lengths=lengths)
     params = variables["params"]["cell"]["cell"]
@@ -119,9 +125,9 @@ def test_linen_seq_lengths_stop_each_carry_at_its_length():
 
 # Flax: test_numerical_equivalence_single_batch_nn_scan
 def test_linen_nn_scan_lifts_the_front_end():
-    cell = rnnjax.lstm(I, H, dtype=F32)
+    cell = LSTM
     scanned = nn.scan(LinenCell, in_axes=1, out_axes=1, variable_broadcast="params", split_rngs={"params": False})(cell)
-    xs = _xs((B, T, I))
+    xs = XS
     carry0 = scanned.initialize_carry(KEY, xs[:, 0].shape)
     (carry, ys), variables = scanned.init_with_output(KEY, carry0, xs)
     _close((carry, ys), _loop(cell, variables["params"]["cell"], xs))
@@ -130,8 +136,8 @@ def test_linen_nn_scan_lifts_the_front_end():
 # Flax: test_reverse, test_reverse_but_keep_order
 @pytest.mark.parametrize("keep_order", [False, True])
 def test_linen_reverse(keep_order):
-    cell = rnnjax.lstm(I, H, dtype=F32)
-    xs = _xs((B, T, I))
+    cell = LSTM
+    xs = XS
     rnn = nn.RNN(LinenCell(cell), return_carry=True, reverse=True, keep_order=keep_order)
     (carry, ys), variables = rnn.init_with_output(KEY, xs)
     want_carry, want_ys = _loop(cell, variables["params"]["cell"]["cell"], xs, reverse=True)
@@ -140,8 +146,8 @@ def test_linen_reverse(keep_order):
 
 # Flax: test_bidirectional, test_shared_cell, test_custom_merge_fn, test_return_carry
 def test_linen_bidirectional():
-    cell = rnnjax.lstm(I, H, dtype=F32)
-    xs = _xs((B, T, I))
+    cell = LSTM
+    xs = XS
     shared = LinenCell(cell)
     for fwd, bwd, merge in ((LinenCell(cell), LinenCell(cell), None), (shared, shared, lambda a, b: a + b)):
         kwargs = {} if merge is None else {"merge_fn": merge}
@@ -169,15 +175,15 @@ def test_linen_front_end_needs_its_cell_and_flax_signature():
 
 # Flax: test_basic, test_lstm_sequence, test_lstm_stateful, test_lstm_with_different_dtypes, test_rnn_with_different_dtypes
 def test_nnx_cell_steps_and_keeps_the_dtype():
-    cell = rnnjax.lstm(I, H, dtype=F32)
+    cell = LSTM
     module = NNXCell(cell, rngs=nnx.Rngs(0))
-    xs = _xs((B, T, I))
-    carry, ys = module.initialize_carry((B, I), nnx.Rngs(0)), []
+    xs = XS
+    step, carry, ys = jax.jit(module.__call__), module.initialize_carry((B, I), nnx.Rngs(0)), []
     for t in range(T):  # the module keeps no state between calls: the carry is threaded
-        carry, y = module(carry, xs[:, t])
+        carry, y = step(carry, xs[:, t])
         ys.append(y)
     want = _loop(cell, module.param_values(), xs)
-    chex.assert_trees_all_equal((carry, jnp.stack(ys, 1)), want)
+    _close((carry, jnp.stack(ys, 1)), want)
     low = NNXCell(rnnjax.lstm(I, H, dtype=jnp.bfloat16),
                   params=jax.tree.map(lambda a: a.astype(jnp.bfloat16), module.param_values()))
     carry, ys = nnx.RNN(low, return_carry=True)(xs.astype(jnp.bfloat16))
@@ -193,7 +199,7 @@ def test_nnx_cell_steps_and_keeps_the_dtype():
     ids=["lstm", "gru", "time_major", "reverse", "keep_order", "unroll"],
 )
 def test_nnx_rnn_options_match_the_loop(kind, options):
-    cell = getattr(rnnjax, kind)(I, H, dtype=F32)
+    cell = {"lstm": LSTM, "gru": GRU}[kind]
     module = NNXCell(cell, rngs=nnx.Rngs(0))
     rnn = nnx.RNN(module, return_carry=True, **options)
     for batch in (B, 1) if kind == "lstm" and not options else (B,):
@@ -207,9 +213,9 @@ def test_nnx_rnn_options_match_the_loop(kind, options):
 
 # Flax: test_lstm_with_variable_sequence_length, test_rnn_with_seq_lengths
 def test_nnx_seq_lengths_stop_each_carry_at_its_length():
-    cell = rnnjax.lstm(I, H, dtype=F32)
+    cell = LSTM
     module = NNXCell(cell, rngs=nnx.Rngs(0))
-    xs = _xs((B, T, I))
+    xs = XS
     lengths = jnp.array([2, T])
     carry, ys = nnx.RNN(module, return_carry=True)(xs, seq_lengths=lengths)
     want_carry, want_ys = _loop(cell, module.param_values(), xs, lengths=lengths)
@@ -221,13 +227,13 @@ def test_nnx_seq_lengths_stop_each_carry_at_its_length():
 
 # Flax: test_lstm_initialize_carry
 def test_initialize_carry_takes_carry_init_and_rngs_as_flax_does():
-    cell = rnnjax.lstm(I, H, dtype=F32)
+    cell = LSTM
     module = NNXCell(cell, rngs=nnx.Rngs(0))
     ones = module.initialize_carry((1, I), nnx.Rngs(0), carry_init=nnx.initializers.ones)
     chex.assert_trees_all_equal(ones, rnnjax.LSTMState(jnp.ones((1, H), F32), jnp.ones((1, H), F32)))
     # A random carry_init draws the keys Flax's own LSTMCell draws (c, then h), and advances the stream as it does.
     normal = nnx.initializers.normal(1.0)
-    flax_cell = nnx.LSTMCell(I, H, rngs=nnx.Rngs(0))
+    flax_cell = nnx.eval_shape(lambda: nnx.LSTMCell(I, H, rngs=nnx.Rngs(0)))  # its weights play no part
     theirs, ours = nnx.Rngs(3), nnx.Rngs(3)
     chex.assert_trees_all_equal(module.initialize_carry((B, I), ours, carry_init=normal),
                                 carry_from_flax(flax_cell.initialize_carry((B, I), theirs, carry_init=normal)))
@@ -235,7 +241,7 @@ def test_initialize_carry_takes_carry_init_and_rngs_as_flax_does():
                                 carry_from_flax(flax_cell.initialize_carry((B, I), theirs.carry)))
     np.testing.assert_array_equal(jax.random.key_data(ours()), jax.random.key_data(theirs()))
     # linen: carry_init is an attribute, the key is split per leaf (used whole for one leaf) as in Flax's cells.
-    for ours_cell, flax_linen in ((cell, nn.LSTMCell(H, carry_init=normal)), (rnnjax.gru(I, H, dtype=F32), nn.GRUCell(H, carry_init=normal))):
+    for ours_cell, flax_linen in ((cell, nn.LSTMCell(H, carry_init=normal)), (GRU, nn.GRUCell(H, carry_init=normal))):
         chex.assert_trees_all_equal(LinenCell(ours_cell, carry_init=normal).initialize_carry(KEY, (B, I)),
                                     carry_from_flax(flax_linen.initialize_carry(KEY, (B, I))))
     zeros = jnp.zeros((B, H), F32)
@@ -251,28 +257,23 @@ def test_initialize_carry_takes_carry_init_and_rngs_as_flax_does():
 # Flax: test_lstm_with_custom_activations
 def test_custom_gate_and_activation_functions_match_flax():
     fns = {"gate_fn": jax.nn.relu, "activation_fn": jax.nn.elu}
-    flax_cell = nnx.LSTMCell(I, H, **fns, bias_init=nnx.initializers.normal(0.5), rngs=nnx.Rngs(0))
-    x, flax_carry = _xs((B, I)), flax_cell.initialize_carry((B, I), nnx.Rngs(1), carry_init=nnx.initializers.normal(1.0))
-    cell, params = from_flax(flax_cell)
-    carry, y = NNXCell(cell, params=params)(carry_from_flax(flax_carry), x)
-    _close((carry_to_flax(carry), y), flax_cell(flax_carry, x))
-    flax_gru = nnx.GRUCell(I, H, **fns, rngs=nnx.Rngs(0))
-    gru_cell, gru_params = from_flax(flax_gru)  # the GRU's functions come along too, and back
-    _close(NNXCell(gru_cell, params=gru_params)(flax_carry[1], x), flax_gru(flax_carry[1], x))
-    linen_cell, _ = to_flax(gru_cell, gru_params)
-    assert (linen_cell.gate_fn, linen_cell.activation_fn) == (jax.nn.relu, jax.nn.elu)
+    x, (c, h) = XS[:, 0], jax.random.normal(KEY, (2, B, H), F32)
+    for ours, flax_carry in ((rnnjax.lstm(I, H, dtype=F32, **fns), (c, h)), (rnnjax.gru(I, H, dtype=F32, **fns), h)):
+        flax_cell, variables = to_flax(ours, _params(ours))  # Flax's own cell, with the functions
+        assert (flax_cell.gate_fn, flax_cell.activation_fn) == (jax.nn.relu, jax.nn.elu)
+        cell, params = from_flax(flax_cell, variables)  # and back into rnnjax
+        carry, y = jax.jit(NNXCell(cell, params=params).__call__)(carry_from_flax(flax_carry), x)
+        _close((carry_to_flax(carry), y), jax.jit(flax_cell.apply)(variables, flax_carry, x))
     with pytest.raises(ValueError, match=r"flax_cell\.gate_fn: expected relu \(the rnnjax cell's gate_fn\), got sigmoid"):
-        to_flax(cell, params, nn.LSTMCell(H))
+        to_flax(cell, params, nn.GRUCell(H))
 
 
 # Flax: test_lstm_equivalence_with_flax_linen, test_rnn_equivalence_with_flax_linen
 def test_front_ends_match_flax_given_a_converted_flax_carry_and_name_the_converter():
-    flax_cell = nn.LSTMCell(H, carry_init=nn.initializers.normal(1.0), bias_init=nn.initializers.normal(0.5))
-    xs = _xs((B, T, I))
-    flax_carry0 = flax_cell.initialize_carry(jax.random.key(4), (B, I))  # Flax's (c, h), nonzero
-    want, variables = nn.RNN(flax_cell, return_carry=True).init_with_output(KEY, xs, initial_carry=flax_carry0)
-    cell_vars = {"params": variables["params"]["cell"]}
-    cell, params = from_flax(flax_cell, cell_vars)
+    cell, params, xs = LSTM, _params(LSTM), XS
+    flax_cell, cell_vars = to_flax(cell, params)  # Flax's own LSTMCell holding the same weights
+    flax_carry0 = tuple(jax.random.normal(KEY, (2, B, H), F32))  # Flax's (c, h), nonzero
+    want = nn.RNN(flax_cell, return_carry=True).apply({"params": {"cell": cell_vars["params"]}}, xs, initial_carry=flax_carry0)
     module = NNXCell(cell, params=params)
     carry0 = carry_from_flax(flax_carry0)
     c1, y1 = module(carry0, xs[:, 0])

@@ -331,3 +331,60 @@ def test_cli_writes_json_and_figures(tmp_path):
     for name in ("grad_norms.png", "lyapunov_vs_gain.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["gradflow", "--cells", "nope", "--out", str(out)]) == 2
+
+
+# --- stacks and layers --------------------------------------------------------
+
+
+def _np_params(cell, seed=0, scale=0.6):
+    """Random parameters shaped like ``cell.init``, drawn by NumPy (no init program to compile)."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: jnp.asarray(scale * rng.standard_normal(s.shape), s.dtype),
+                        jax.eval_shape(cell.init, jax.random.key(0)))
+
+
+def test_stacked_cell_norms_jacobians_spectrum_and_diagnostics():
+    layers = (rnnjax.lstm(2, 3, dtype=F64), rnnjax.make_cell("elman-tanh", 3, 2, dtype=F64))
+    deep = rnnjax.stack(*layers)
+    params, xs, w = _np_params(deep), _xs(5, 2), jnp.array([0.7, -1.3], F64)
+    truth = _python_jacobians(deep, params, xs)  # (5, 10, 10): the whole stack's carry (3 + 3 + 2)
+    chex.assert_trees_all_close(gf.step_jacobians(deep, params, xs), truth, atol=1e-12)
+    # dL/dc_t for L = w . y_{T-1}: the last step's output gradient carried back by the step Jacobians.
+    carry = deep.initial_carry()
+    for x in xs[:-1]:
+        carry = deep.step(params, carry, x)[0]
+    flat, unravel = ravel_pytree(carry)
+    g = [np.asarray(jax.grad(lambda v: w @ deep.step(params, unravel(v), xs[-1])[1])(flat))]
+    for jac in truth[:0:-1]:
+        g.append(jac.T @ g[-1])
+    norms = gf.hidden_grad_norms(deep, params, xs, lambda ys: w @ ys[-1])
+    chex.assert_trees_all_close(norms, np.linalg.norm(g[::-1], axis=1), rtol=1e-10)
+    log_det = np.linalg.slogdet(np.linalg.multi_dot(truth[::-1]))[1]
+    chex.assert_trees_all_close(jnp.sum(gf.lyapunov_spectrum(deep, params, xs)), log_det / 5, rtol=1e-8)
+    d = gf.recurrent_diagnostics(deep, params)
+    parts = [gf.recurrent_diagnostics(c, p) for c, p in zip(layers, params)]
+    assert [b.gate for b in d.blocks] == ["0.i", "0.f", "0.g", "0.o", "1.h"]
+    assert [b._replace(gate="") for b in d.blocks] == [b._replace(gate="") for p in parts for b in p.blocks]
+    assert d.pascanu_bound == max(p.pascanu_bound for p in parts)
+    rest = _python_jacobians(deep, params, jnp.zeros((1, 2), F64))[0]
+    chex.assert_trees_all_close(d.rest_sigma_max, np.linalg.norm(rest, 2), rtol=1e-10)
+
+
+def test_bidirectional_hidden_grad_norms_per_direction_and_refusals():
+    fw, bw = rnnjax.elman(2, 3, dtype=F64), rnnjax.gru(2, 2, dtype=F64)
+    bi = rnnjax.bidirectional(fw, bw)
+    params, xs = _np_params(bi), _xs(6, 2)
+    weights = jax.random.normal(jax.random.key(3), (6, 5), F64)
+    norms = gf.hidden_grad_norms(bi, params, xs, lambda ys: jnp.sum(weights * jnp.tanh(ys)))
+    # Truth: each direction on its own, the backward one as a forward cell over the reversed sequence.
+    want_f = gf.hidden_grad_norms(fw, params.forward, xs, lambda ys: jnp.sum(weights[:, :3] * jnp.tanh(ys)))
+    want_b = gf.hidden_grad_norms(bw, params.backward, xs[::-1], lambda ys: jnp.sum(weights[::-1, 3:] * jnp.tanh(ys)))
+    chex.assert_shape(norms, (2, 6))
+    chex.assert_trees_all_close(norms, jnp.stack([want_f, want_b[::-1]]), rtol=1e-10)
+    for fn in (gf.step_jacobians, gf.lyapunov_spectrum):
+        with pytest.raises(TypeError, match="cell: .* pass one direction's cell"):
+            fn(bi, params, xs)
+    with pytest.raises(TypeError, match="cell: recurrent_diagnostics .* pass one direction's cell"):
+        gf.recurrent_diagnostics(bi, params)
+    with pytest.raises(ValueError, match=r"xs: expected floats of shape \(time, 2\)"):
+        gf.hidden_grad_norms(bi, params, jnp.zeros((6, 3)), jnp.sum)

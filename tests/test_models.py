@@ -305,76 +305,92 @@ def test_generate_greedy_matches_loop():
 
 
 # ------------------------------------------------------------------------------------ layers in models
+def _np_params(init, seed=0, scale=0.5):
+    """Random parameters shaped like ``init(key)``, drawn by NumPy (no init program to compile)."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: jnp.asarray(scale * rng.standard_normal(s.shape), s.dtype),
+                        jax.eval_shape(init, jax.random.key(0)))
+
+
 def _bi_loss(params, fw, bw, x, y, n, d_f, d_b):
-    """Reference many_to_one(bidirectional) MSE of one sequence, deltas added to each carry (Python loops)."""
-    c, h_f = fw.initial_carry(), None
-    for t in range(n):
-        c, h_f = fw.step(params.cell.forward, c + d_f[t], x[t])
+    """Reference many_to_one(bidirectional) MSE of one sequence of length n, deltas added to each carry.
+
+    Python loops over all T steps; a step t >= n leaves the carries alone.
+    """
+    keep = lambda t, new, old: jnp.where(t < n, new, old)  # noqa: E731
+    c, h_f = fw.initial_carry(), jnp.zeros(fw.output_size)
+    for t in range(x.shape[0]):
+        c_new, h = fw.step(params.cell.forward, c + d_f[t], x[t])
+        c, h_f = keep(t, c_new, c), keep(t, h, h_f)
     c = bw.initial_carry()
-    for t in reversed(range(n)):
-        c, h_b = bw.step(params.cell.backward, c + d_b[t], x[t])  # ends at t = 0: the whole prefix seen
+    for t in reversed(range(x.shape[0])):
+        c_new, h_b = bw.step(params.cell.backward, c + d_b[t], x[t])  # ends at t = 0: the whole prefix seen
+        c = keep(t, c_new, c)
     out = params.readout.w @ jnp.concatenate([h_f, h_b]) + params.readout.b
     return jnp.mean((out - y) ** 2)
 
 
 def test_many_to_one_bidirectional_matches_loop_and_grad_profile():
-    fw, bw = rnnjax.gru(3, 4, dtype=F64), rnnjax.gru(3, 2, dtype=F64)
+    fw, bw = rnnjax.elman(3, 4, dtype=F64), rnnjax.gru(3, 2, dtype=F64)
     model = models.many_to_one(rnnjax.bidirectional(fw, bw), 1)  # regression: a Layer used to be refused
-    params = _init(model)
+    params = _np_params(model.init)
     xs, ys = _randn(1, (3, 5, 3)), _randn(2, (3, 1))
     lengths = np.array([5, 3, 1])
     batch = Batch(jnp.asarray(xs), jnp.asarray(ys), jnp.asarray(lengths))
     zeros = (np.zeros((5, 4)), np.zeros((5, 2)))
-    out = jax.jit(model.apply)(params, xs, lengths)
-    want = [_bi_loss(params, fw, bw, xs[b], ys[b], int(lengths[b]), *zeros) for b in range(3)]
-    chex.assert_trees_all_close(model.loss(params, batch)[0], np.mean(want), rtol=1e-12)
-    chex.assert_shape(out, (3, 1))
+    ref = jax.vmap(jax.value_and_grad(lambda x, y, n, d_f, d_b: _bi_loss(params, fw, bw, x, y, n, d_f, d_b), (3, 4)),
+                   (0, 0, 0, None, None))
+    ref_loss, ref_grads = jax.jit(ref)(xs, ys, lengths, *zeros)
+    chex.assert_trees_all_close(jax.jit(model.loss)(params, batch)[0], np.mean(ref_loss), rtol=1e-12)
     profile = jax.jit(models.grad_profile, static_argnums=0)(model, params, batch)
-    grads = [jax.grad(_bi_loss, argnums=(6, 7))(params, fw, bw, xs[b], ys[b], int(lengths[b]), *zeros)
-             for b in range(3)]
-    want = np.mean([[np.linalg.norm(g, axis=1) for g in gb] for gb in grads], axis=0)
+    want = np.mean([np.linalg.norm(g, axis=-1) for g in ref_grads], axis=1)
     chex.assert_shape(profile, (2, 5))
     chex.assert_trees_all_close(profile, want, rtol=1e-10, atol=1e-14)
 
 
 def test_grad_profile_stack_many_to_many_matches_loop():
-    cell = rnnjax.stack(rnnjax.lstm(2, 3, dtype=F64), rnnjax.elman(3, 2, dtype=F64))
+    cell = rnnjax.stack(rnnjax.lstm(2, 4, dtype=F64), rnnjax.elman(4, 2, dtype=F64))
     model = models.many_to_many(cell, 4, loss="xent")
-    params = _init(model)
+    params = _np_params(model.init)
     xs, tokens, lengths = _randn(3, (2, 5, 2)), np.array([[0, 1, 2, 3, 0], [3, 2, 1, 0, 1]]), np.array([5, 2])
     batch = Batch(jnp.asarray(xs), jnp.asarray(tokens), jnp.asarray(lengths))
 
-    def seq_loss(deltas, b):  # mean cross-entropy over the valid steps of sequence b
+    def seq_loss(deltas, x, tok, n):  # mean cross-entropy over the n valid steps, by a Python loop
         c, total = cell.initial_carry(), 0.0
-        for t in range(int(lengths[b])):
-            c = jax.tree.map(lambda a, d: a + d[t], c, deltas)
-            c, h = cell.step(params.cell, c, xs[b, t])
+        for t in range(5):
+            c_new, h = cell.step(params.cell, jax.tree.map(lambda a, d: a + d[t], c, deltas), x[t])
+            c = jax.tree.map(lambda a, b: jnp.where(t < n, a, b), c_new, c)
             logits = params.readout.w @ h + params.readout.b
-            total = total - jax.nn.log_softmax(logits)[tokens[b, t]]
-        return total / int(lengths[b])
+            total = total - jnp.where(t < n, jax.nn.log_softmax(logits)[tok[t]], 0.0)
+        return total / n
 
     zeros = jax.tree.map(lambda c: jnp.zeros((5,) + c.shape, F64), cell.initial_carry())
-    want = [np.sqrt(sum(np.sum(np.asarray(g).reshape(5, -1) ** 2, 1) for g in jax.tree.leaves(jax.grad(seq_loss)(zeros, b))))
-            for b in range(2)]
-    chex.assert_trees_all_close(models.grad_profile(model, params, batch), np.mean(want, 0), rtol=1e-10, atol=1e-14)
+    grads = jax.jit(jax.vmap(jax.grad(seq_loss), (None, 0, 0, 0)))(zeros, xs, tokens, lengths)
+    want = np.sqrt(sum(np.sum(np.asarray(g).reshape(2, 5, -1) ** 2, -1) for g in jax.tree.leaves(grads)))
+    profile = jax.jit(models.grad_profile, static_argnums=0)(model, params, batch)
+    chex.assert_trees_all_close(profile, np.mean(want, 0), rtol=1e-10, atol=1e-14)
     with pytest.raises(ValueError, match="model: grad_profile supports many_to_one and many_to_many"):
         models.grad_profile(models.seq2seq(rnnjax.gru(2, 3), rnnjax.gru(5, 3), 4), params, batch)
 
 
 def test_dropout_model_key_tbptt_and_refusals():
-    deep = rnnjax.sequential(rnnjax.gru(2, 8, dtype=F64), rnnjax.gru(8, 3, dtype=F64), dropout=0.5)
+    deep = rnnjax.sequential(rnnjax.elman(2, 4, dtype=F64), rnnjax.elman(4, 2, dtype=F64), dropout=0.5)
     model = models.many_to_one(deep, 2)
-    params = _init(model)
+    params = _np_params(model.init)
     batch = Batch(jnp.asarray(_randn(4, (3, 6, 2))), jnp.asarray(_randn(5, (3, 2))), jnp.array([6, 4, 2]))
-    loss = jax.jit(lambda p, b, k: model.loss(p, b, key=k)[0])
-    clean = model.loss(params, batch)[0]
-    assert loss(params, batch, jax.random.key(1)) == loss(params, batch, jax.random.key(1))  # pure in the key
-    assert loss(params, batch, jax.random.key(1)) != loss(params, batch, jax.random.key(2))  # dropout active
-    assert model.evaluate(params, batch)["loss"] == clean != loss(params, batch, jax.random.key(1))  # eval: off
     chunked = models.many_to_one(deep, 2, tbptt=4)  # a causal layer: chunks leave the forward values alone
-    chex.assert_trees_all_close(chunked.loss(params, batch)[0], clean, rtol=1e-12)
-    _, aux = chunked.loss(params, batch, chunked.initial_carry(3))
-    assert jax.tree.structure(aux["carry"]) == jax.tree.structure(chunked.initial_carry(3))
+
+    @jax.jit
+    def losses(p, b, k):
+        return (model.loss(p, b, key=k)[0], model.loss(p, b)[0], model.evaluate(p, b)["loss"],
+                chunked.loss(p, b)[0], chunked.loss(p, b, chunked.initial_carry(3))[1]["carry"])
+
+    dropped, clean, evaluated, truncated, carry = losses(params, batch, jax.random.key(1))
+    assert losses(params, batch, jax.random.key(1))[0] == dropped  # pure in the key
+    assert losses(params, batch, jax.random.key(2))[0] != dropped != clean  # dropout active with a key
+    assert evaluated == clean  # evaluate: no dropout
+    chex.assert_trees_all_close(truncated, clean, rtol=1e-12)
+    assert jax.tree.structure(carry) == jax.tree.structure(chunked.initial_carry(3))
     bi = rnnjax.bidirectional(rnnjax.gru(2, 3))
     with pytest.raises(ValueError, match="tbptt: truncated BPTT .* needs a causal"):
         models.many_to_many(bi, 2, tbptt=3)
@@ -392,9 +408,9 @@ def test_dropout_model_key_tbptt_and_refusals():
 def test_bidirectional_model_trains_with_make_trainer():
     from rnnjax.tasks import get_task
 
-    model = models.many_to_one(rnnjax.bidirectional(rnnjax.gru(8, 8)), 10, loss="xent")
-    trainer = rnnjax.make_trainer(model, get_task("digits"), optax.adam(2e-2), batch_size=32)
-    state, metrics = jax.jit(trainer.run, static_argnums=1)(trainer.init(jax.random.key(0)), 30)
+    model = models.many_to_one(rnnjax.bidirectional(rnnjax.elman(8, 8)), 10, loss="xent")
+    trainer = rnnjax.make_trainer(model, get_task("digits"), optax.adam(2e-2), batch_size=16)
+    state, metrics = jax.jit(trainer.run, static_argnums=1)(jax.jit(trainer.init)(jax.random.key(0)), 30)
     loss = np.asarray(metrics["loss"])
     assert np.all(np.isfinite(loss)) and loss[-5:].mean() < 0.8 * loss[:5].mean()
 
@@ -406,9 +422,9 @@ def test_for_task_layers_and_checkpoint_round_trip(tmp_path):
     from rnnjax.tasks import get_task
 
     task, factory = get_task("digits"), functools.partial(rnnjax.make_cell, "lstm")
-    model = models.for_task(task, factory, 3, bidirectional=True, layers=2, dropout=0.25)
-    assert isinstance(model.cell, rnnjax.Layer) and model.cell.input_size == 8 and model.cell.output_size == 6
-    params = _init(model)
+    model = models.for_task(task, factory, 8, bidirectional=True, layers=2, dropout=0.25)
+    assert isinstance(model.cell, rnnjax.Layer) and model.cell.input_size == 8 and model.cell.output_size == 16
+    params = _np_params(model.init)
     assert [type(p).__name__ for p in params.cell] == ["BidirectionalParams"] * 2
     checkpoint.save(tmp_path / "p.ckpt", params)
     restored, _ = checkpoint.load(tmp_path / "p.ckpt", jax.eval_shape(model.init, jax.random.key(0)))

@@ -2,7 +2,8 @@
 
 Every ```python block runs (except one right after a ``<!-- fragment ... -->`` comment); every
 ``rnnjax ...`` command in a ```bash block parses with the real command-line parser, so a removed or
-renamed flag fails here; relative links resolve; docs/api.md is what docs/make_api.py generates.
+renamed flag fails here, and every ``python x.py`` names an existing file; relative links resolve;
+docs/api.md is what docs/make_api.py generates.
 """
 
 import importlib.util
@@ -21,7 +22,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def _blocks(lang):
-    """``(path, line, code)`` of every ```lang block of the pages, with whether a fragment marker precedes it."""
+    """``(path, line, code, fragment)`` of every ```lang block; ``fragment``: a ``<!-- fragment -->`` precedes it."""
     found = []
     for path in PAGES:
         text = path.read_text()
@@ -42,8 +43,8 @@ def _shell_words(line):
     return list(lexer)
 
 
-def _rnnjax_commands():
-    """Every ``rnnjax ...`` command of the ```bash blocks (continuation lines joined), as argv lists."""
+def _shell_commands():
+    """Every command of the ```bash blocks (continuation lines joined), as ``(id, argv)``."""
     commands = []
     for path, line, code, _ in _blocks("bash"):
         pending = ""
@@ -59,10 +60,14 @@ def _rnnjax_commands():
                     continue
                 while segment and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", segment[0]):  # FOO=1 rnnjax ...
                     segment.pop(0)
-                if segment and segment[0] == "rnnjax":
-                    commands.append(pytest.param(segment[1:], id=f"{path}:{line + i}"))
+                if segment:
+                    commands.append((f"{path}:{line + i}", segment))
                 segment = []
     return commands
+
+
+def _rnnjax_commands():
+    return [pytest.param(argv[1:], id=where) for where, argv in _shell_commands() if argv[0] == "rnnjax"]
 
 
 def test_documentation_is_found():
@@ -88,6 +93,13 @@ def test_rnnjax_commands_parse(argv, capsys):
     except SystemExit:
         pytest.fail(f"rnnjax {' '.join(argv)}: rejected by the parser: {capsys.readouterr().err.strip()}")
     assert getattr(args, "func", None), f"rnnjax {' '.join(argv)}: no command"
+
+
+def test_python_commands_name_existing_files():
+    """``python experiments/x.py ...``, ``python -m pytest tests/test_x.py``: the scripts and test files exist."""
+    missing = [f"{where}: {word}" for where, argv in _shell_commands() if argv[0] == "python"
+               for word in argv[1:] if word.endswith(".py") and not (ROOT / word.split("::")[0]).exists()]
+    assert not missing, missing
 
 
 def test_command_parsing_catches_unknown_flags(capsys):
