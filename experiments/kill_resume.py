@@ -156,8 +156,8 @@ def trial(out: str, *, kills: int, rng: random.Random, cache: str, pause: float)
         else:
             kinds.append("missed (run had finished)")
         child.proc.wait()
-        meta = ckpt.load_metadata(os.path.join(victim, "checkpoint.msgpack"))
-        starts.append(int(meta["step"]))
+        path = os.path.join(victim, "checkpoint.msgpack")  # none yet if killed inside the step-0 save
+        starts.append(int(ckpt.load_metadata(path)["step"]) if os.path.exists(path) else 0)
     want, got = _final(ref), _final(victim)
     equal = set(want[0]) == set(got[0]) and all(np.array_equal(want[0][k], got[0][k]) for k in want[0])
     leftovers = [n for n in os.listdir(victim) if ".tmp" in n]

@@ -1,13 +1,21 @@
-"""Do the rows of a vmapped `rnnjax sweep` equal the separate `rnnjax train` runs, over long chaotic runs?
+"""Do the rows of an `rnnjax sweep` equal the separate `rnnjax train` runs, over long chaotic runs?
 
-Runs ``rnnjax sweep`` with the given flags, then every row's own ``command``
-(``rnnjax train ... --init-gain g --lr lr --seed s``) one after another, and
-compares each row's final evaluation loss and final training loss with the
-separate run's ``summary.json`` / ``metrics.jsonl``. On CPU they are equal bit
-for bit (``rnnjax.sweep``'s module docstring says how); before that, a 9-run
-sweep of 1000 steps differed by up to 176 % (tanh RNN) and 310 % (LSTM) in the
-final evaluation loss, because training amplifies last-bit differences between
-batched and unbatched kernels.
+Runs ``rnnjax sweep`` with the given flags (``--vectorize`` passed through),
+then every row's own ``command`` (``rnnjax train ... --init-gain g --lr lr
+--seed s``) one after another, and compares each row's final evaluation loss
+and final training loss with the separate run's ``summary.json`` /
+``metrics.jsonl``.
+
+- Default sweep (``lax.map``: the runs one after another inside one compiled
+  program, XLA's defaults like ``rnnjax train``): every row equals the
+  separate run bit for bit, on every backend, by construction.
+- ``--vectorize`` (``jax.vmap``; trainers built with ``batch_invariant=True``,
+  compiled with ``rnnjax.train.compiler_options()``): rows equal single runs
+  built and compiled that way, not the default ``rnnjax train`` run, so expect
+  float-rounding differences that long, chaotic training amplifies. (A plain
+  ``jax.vmap`` of the single run, with neither, once differed by up to 176 %
+  (tanh RNN) and 310 % (LSTM) in the final evaluation loss of a 9-run sweep of
+  1000 steps.)
 
 Writes ``config.json``, ``results.json`` (one row per run: sweep vs separate
 losses, relative differences) and ``sweep_exactness.png`` to ``--out``.
@@ -16,6 +24,7 @@ Usage (about 4 min per cell on 2 CPU cores)::
 
     python experiments/sweep_exactness.py --out runs/sweep_exactness --cell lstm
     python experiments/sweep_exactness.py --out runs/sweep_exactness_tanh --cell elman-tanh
+    python experiments/sweep_exactness.py --out runs/sweep_exactness_vmap --cell lstm --vectorize
 """
 
 from __future__ import annotations
@@ -45,6 +54,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--lr", default="1e-3")
     p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--vectorize", action="store_true",
+                   help="check `rnnjax sweep --vectorize` (jax.vmap) instead of the default sweep (lax.map)")
     return p.parse_args()
 
 
@@ -63,9 +74,10 @@ def main() -> None:
     args = parse()
     os.makedirs(args.out, exist_ok=True)
     flags = ["--task", args.task, "--cell", args.cell, "--init-gain", args.init_gain, "--seeds", args.seeds,
-             "--lr", args.lr, "--steps", str(args.steps)]
+             "--lr", args.lr, "--steps", str(args.steps)] + (["--vectorize"] if args.vectorize else [])
+    method = "vmap" if args.vectorize else "map"
     with open(os.path.join(args.out, "config.json"), "w") as f:
-        json.dump({"sweep_flags": flags}, f, indent=2)
+        json.dump({"sweep_flags": flags, "method": method}, f, indent=2)
     t0 = time.perf_counter()
     sweep_dir = os.path.join(args.out, "sweep")
     if _quiet(["sweep", *flags, "--out", sweep_dir]) != 0:
@@ -95,8 +107,9 @@ def main() -> None:
               flush=True)
     train_s = time.perf_counter() - t0
     worst = max((r["rel_diff_eval_loss"] for r in results if r["rel_diff_eval_loss"] is not None), default=0.0)
-    summary = {"runs": results, "max_rel_diff_eval_loss": worst, "all_bitwise": all(r["bitwise"] for r in results),
-               "sweep_wall_s": round(sweep_s, 1), "separate_runs_wall_s": round(train_s, 1)}
+    summary = {"method": method, "runs": results, "max_rel_diff_eval_loss": worst,
+               "all_bitwise": all(r["bitwise"] for r in results), "sweep_wall_s": round(sweep_s, 1),
+               "separate_runs_wall_s": round(train_s, 1)}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(summary, f, indent=2)
 
@@ -109,12 +122,13 @@ def main() -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("separate `rnnjax train` run: eval loss")
-    ax.set_ylabel("row of the vmapped `rnnjax sweep`: eval loss")
-    ax.set_title(f"{args.cell}, {args.task}, {args.steps} steps: max rel. diff {worst:.3g}")
+    ax.set_ylabel(f"row of `rnnjax sweep{' --vectorize' if args.vectorize else ''}`: eval loss")
+    ax.set_title(f"{args.cell}, {args.task}, {args.steps} steps, {method}: max rel. diff {worst:.3g}")
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "sweep_exactness.png"), dpi=120)
-    print(f"max relative eval-loss difference {worst:.3g}; all rows bitwise: {summary['all_bitwise']} "
-          f"(sweep {sweep_s:.0f} s, {len(results)} separate runs {train_s:.0f} s) -> {args.out}")
+    print(f"{method} sweep: max relative eval-loss difference {worst:.3g}; "
+          f"all rows bitwise: {summary['all_bitwise']} (sweep {sweep_s:.0f} s, {len(results)} separate runs "
+          f"{train_s:.0f} s) -> {args.out}")
 
 
 if __name__ == "__main__":

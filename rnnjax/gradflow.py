@@ -8,6 +8,11 @@ a complex leaf contributes its real parts, then its imaginary parts), so a
 step Jacobian ``dc_{t+1}/dc_t`` is a real ``(n, n)`` matrix, ``n`` the number
 of real numbers in the carry.
 
+A stack (``rnnjax.stack``) is one cell whose carry holds every layer's.
+``hidden_grad_norms`` also takes a ``Layer`` (``bidirectional``,
+``sequential``) and reports its forward and backward passes apart; the
+step-based functions need one direction's cell.
+
 Conventions: ``c_t`` is the carry *entering* step ``t`` (``c_0`` is the
 initial carry) and ``(c_{t+1}, y_t) = cell.step(params, c_t, xs[t])``.
 

@@ -12,6 +12,10 @@ batch's ``input_lengths`` / ``target_lengths``:
 - ``seq2seq``: ``inputs (B, T_in, I) -> (B, T_out, O)``, an encoder whose final state
   starts a decoder; teacher forcing for training, greedy decoding for evaluation.
 
+``many_to_one`` and ``many_to_many`` also take a ``Layer`` (``rnnjax.bidirectional``,
+``rnnjax.sequential(..., dropout=p)``); dropout acts only when ``loss`` gets a ``key``.
+``grad_profile`` gives the per-step gradient norms ``||dL/dc_t||`` of a model's own loss.
+
 Losses are ``"mse"`` (float targets, mean over valid steps and output units) or
 ``"xent"`` (integer class targets, mean cross-entropy over valid steps).
 
@@ -38,7 +42,7 @@ from rnnjax import _validate as v
 from rnnjax._batch import Batch
 from rnnjax._carry import flatten_carry
 from rnnjax._cells import Cell
-from rnnjax._layers import Layer, LinearParams, backward_leaves, is_causal, linear, probe, sequential, stack
+from rnnjax._layers import Layer, LinearParams, backward_leaves, is_causal, layer, linear, probe, sequential, stack
 from rnnjax._layers import bidirectional as _bidirectional
 from rnnjax._unroll import unroll, unroll_batch
 from rnnjax.gradflow import carry_grad_norms
@@ -248,7 +252,7 @@ def run_cell(
 
 
 def _run_batch(cell, params, xs, carry, lengths, key, deltas):
-    """A ``Cell`` through ``unroll_batch``; a ``Layer``'s ``apply`` vmapped over the batch (None arguments stay None)."""
+    """A ``Cell`` through ``unroll_batch``; a ``Layer``'s ``apply`` vmapped over the batch (None stays None)."""
     if not isinstance(cell, Layer):
         return unroll_batch(cell, params, xs, carry, lengths=lengths)
     keys = None if key is None else jax.random.split(key, xs.shape[0])
@@ -477,7 +481,8 @@ def one_to_many(
         _, ys = run_cell(cell, params.cell, xs, carry, lengths=lengths, tbptt=tbptt)
         return readout.apply(params.readout, ys)
 
-    def loss_fn(params, batch, carry=None):
+    def loss_fn(params, batch, carry=None, *, key=None):
+        del key  # no dropout in this pattern (its cells are stepped one by one)
         if carry is not None:
             raise ValueError("carry: one_to_many builds its initial state from the input vector; pass carry=None")
         out_len = batch.targets.shape[1]
@@ -542,7 +547,8 @@ def seq2seq(encoder: Cell, decoder: Cell, output_size: int, *, loss: str = "xent
         start = jnp.zeros((batch, 1, output_size), dtype)
         return jnp.concatenate([start, targets[:, :-1].astype(dtype)], 1)
 
-    def loss_fn(params, batch, carry=None):
+    def loss_fn(params, batch, carry=None, *, key=None):
+        del key  # no dropout in this pattern (its cells are stepped one by one)
         if carry is not None:
             raise ValueError("carry: seq2seq starts the decoder from the encoder; pass carry=None")
         c = encode(params, batch.inputs, batch.input_lengths)
@@ -594,6 +600,7 @@ def for_task(
     bidirectional: bool = False,
     layers: int = 1,
     dropout: float = 0.0,
+    remat: int = 0,
 ) -> Model:
     """The model that fits ``task.pattern``, with cells built by ``cell_factory(input_size, hidden_size)``.
 
@@ -614,6 +621,9 @@ def for_task(
       layers: number of stacked recurrent layers, >= 1.
       dropout: drop probability between layers in ``[0, 1)`` (needs ``layers >= 2``;
         active when ``loss`` gets a ``key``).
+      remat: recompute the recurrence in the backward pass, in checkpointed
+        segments of ``remat`` steps (``rnnjax.unroll(remat=k)``; each layer
+        becomes an ``rnnjax.layer``); 0 = off. ``many_to_one`` and ``many_to_many`` only.
 
     Returns:
       ``many_to_one`` / ``many_to_many`` / ``one_to_many`` (``feed="both"``) /
@@ -627,22 +637,27 @@ def for_task(
         raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
     if dropout > 0 and layers == 1:
         raise ValueError(f"dropout: acts between layers and needs layers >= 2, got dropout={dropout} with layers=1")
-    if task.pattern in ("one_to_many", "seq2seq") and (bidirectional or dropout > 0):
-        name = "bidirectional" if bidirectional else "dropout"
+    if isinstance(remat, bool) or not isinstance(remat, int) or remat < 0:
+        raise ValueError(f"remat: expected a non-negative integer (segment length, 0 = off), got {remat!r}")
+    if task.pattern in ("one_to_many", "seq2seq") and (bidirectional or dropout > 0 or remat):
+        name = "bidirectional" if bidirectional else "dropout" if dropout > 0 else "remat"
         raise ValueError(
             f"{name}: the {task.pattern} pattern steps a causal Cell itself; bidirectional layers and dropout "
             "work with many_to_one and many_to_many tasks"
         )
+    options = {"remat": remat} if remat else {}
 
     def recurrence(input_size):
         items, width = [], input_size
         for _ in range(layers):
             cell = cell_factory(width, hidden_size)
-            items.append(_bidirectional(cell) if bidirectional else cell)
+            items.append(_bidirectional(cell, **options) if bidirectional else cell)
             width = items[-1].output_size
-        if layers == 1:
-            return items[0]
-        return sequential(*items, dropout=dropout) if bidirectional or dropout > 0 else stack(*items)
+        if bidirectional or dropout > 0:
+            items = [item if isinstance(item, Layer) or not remat else layer(item, **options) for item in items]
+            return items[0] if layers == 1 else sequential(*items, dropout=dropout)
+        cell = items[0] if layers == 1 else stack(*items)
+        return layer(cell, **options) if remat else cell
 
     I, O = task.input_size, task.output_size
     if task.pattern == "many_to_one":

@@ -37,6 +37,7 @@ import optax
 from rnnjax._registry import make_cell
 from rnnjax.models import Model, for_task
 
+_DROPOUT_STREAM = 0xFFFFFFFF  # dropout keys: fold_in(fold_in(data_key, this), s); no step s reaches this
 _INJECT_STATES = (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState)
 OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd, "rmsprop": optax.rmsprop, "adamw": optax.adamw}
 
@@ -262,7 +263,8 @@ class Trainer(NamedTuple):
         into a parameter key and the data key; ``learning_rate`` (optional,
         traceable) overrides the optimizer's injected one.
       step: ``step(state) -> (state, metrics)``: draws the batch of step
-        ``state.step`` and applies ``train_step``. Once ``consecutive_skips``
+        ``state.step`` (and its dropout key, from a stream of ``data_key`` of
+        its own) and applies ``train_step``. Once ``consecutive_skips``
         reached ``max_skips`` it is a no-op (``metrics["halted"]`` True).
       run: ``run(state, num_steps) -> (state, metrics)`` — ``num_steps``
         (static) steps in one ``lax.scan``; metrics stacked ``(num_steps,)``.
@@ -315,7 +317,11 @@ def make_trainer(
     if streaming and task.stream is None:
         raise ValueError(f"streaming: task {task.name!r} defines no stream")
     check_model_fits_task(model, task)
-    train_step = make_train_step(model.loss, optimizer, has_aux=True, jit=False, batch_invariant=batch_invariant)
+    def loss_with_key(params, batch_and_key, *carry):  # the step's dropout key travels with its batch
+        batch, key = batch_and_key
+        return model.loss(params, batch, *carry, key=key)
+
+    train_step = make_train_step(loss_with_key, optimizer, has_aux=True, jit=False, batch_invariant=batch_invariant)
     stream_next = task.stream(jax.random.key(0), batch_size)[1] if streaming else None
 
     def init(key, learning_rate=None):
@@ -339,7 +345,8 @@ def make_trainer(
         else:
             data_state = state.data_state
             batch = task.sample(jax.random.fold_in(state.data_key, state.step), batch_size)
-        new_state, metrics = train_step(state, batch)
+        dropout_key = jax.random.fold_in(jax.random.fold_in(state.data_key, _DROPOUT_STREAM), state.step)
+        new_state, metrics = train_step(state, (batch, dropout_key))
         new_state = new_state._replace(data_state=data_state)
         if max_skips is None:
             return new_state, {**metrics, "halted": jnp.array(False)}

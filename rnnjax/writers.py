@@ -7,7 +7,8 @@ A writer receives three kinds of records:
 - ``scalars(step, values, group="eval")``: one evaluation (``loss``,
   ``baseline_loss``, ``accuracy``);
 - ``profile(step, norms)``: the per-step gradient-norm profile
-  ``[||dL/dh_t|| for t < T]``.
+  ``[||dL/dh_t|| for t < T]``, or one such row per direction ``(2, T)`` for a
+  bidirectional model (forward, backward).
 
 ``JsonlWriter(out)`` appends them to ``metrics.jsonl``, ``eval.jsonl`` and
 ``gradflow.jsonl``. ``TensorBoardWriter(out / "tensorboard")`` (optional extra
@@ -54,6 +55,22 @@ def _finite_or_none(x):
     return x if math.isfinite(x) else None
 
 
+def _profile_rows(norms) -> list[list]:
+    """``(T,)`` or ``(D, T)`` norms as D lists of finite floats or None."""
+    import numpy as np
+
+    rows = np.asarray(norms, dtype=np.float64)
+    if rows.ndim not in (1, 2):
+        raise ValueError(f"norms: expected shape (T,) or (directions, T), got {rows.shape}")
+    return [[_finite_or_none(x) for x in row] for row in np.atleast_2d(rows)]
+
+
+def _is_flat(norms) -> bool:
+    import numpy as np
+
+    return np.ndim(norms) == 1
+
+
 class JsonlWriter:
     """Appends one JSON object per record to ``DIR/metrics.jsonl``, ``eval.jsonl``, ``gradflow.jsonl``."""
 
@@ -71,8 +88,9 @@ class JsonlWriter:
         row = {"step": int(step), **{k: _finite_or_none(v) for k, v in values.items()}}
         self._file(group).write(json.dumps(row) + "\n")
 
-    def profile(self, step: int, norms: Sequence[float]) -> None:
-        row = {"step": int(step), "grad_norms": [_finite_or_none(x) for x in norms]}
+    def profile(self, step: int, norms: Sequence) -> None:
+        rows = _profile_rows(norms)
+        row = {"step": int(step), "grad_norms": rows[0] if len(rows) == 1 and _is_flat(norms) else rows}
         self._file("profile").write(json.dumps(row) + "\n")
 
     def flush(self) -> None:
@@ -116,15 +134,21 @@ class TensorBoardWriter:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        values = [_finite_or_none(x) for x in norms]
-        finite = [(t, x) for t, x in enumerate(values) if x is not None and x > 0]
-        if values and values[0] is not None:
-            self._writer.add_scalar("gradflow/first_step_norm", values[0], int(step))
-        if values and values[-1] is not None:
-            self._writer.add_scalar("gradflow/last_step_norm", values[-1], int(step))
+        rows = _profile_rows(norms)
+        names = [""] if len(rows) == 1 else ["forward", "backward"] if len(rows) == 2 else [str(i) for i in
+                                                                                                range(len(rows))]
         fig, ax = plt.subplots(figsize=(5, 3), dpi=80)
-        if finite:
-            ax.semilogy(*zip(*finite))
+        for name, values in zip(names, rows):
+            suffix = f"/{name}" if name else ""
+            if values and values[0] is not None:
+                self._writer.add_scalar(f"gradflow/first_step_norm{suffix}", values[0], int(step))
+            if values and values[-1] is not None:
+                self._writer.add_scalar(f"gradflow/last_step_norm{suffix}", values[-1], int(step))
+            finite = [(t, x) for t, x in enumerate(values) if x is not None and x > 0]
+            if finite:
+                ax.semilogy(*zip(*finite), label=name or None)
+        if len(rows) > 1:
+            ax.legend(fontsize=7)
         ax.set_xlabel("time step t")
         ax.set_ylabel("||dL/dh_t||")
         ax.set_title(f"gradient-norm profile, training step {int(step)}", fontsize=9)

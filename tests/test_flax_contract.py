@@ -30,14 +30,9 @@ from rnnjax.interop.nnx import RNNCell as NNXCell
 B, T, I, H = 2, 3, 3, 4
 F32 = jnp.float32
 KEY = jax.random.key(0)
-LSTM, GRU = rnnjax.lstm(I, H, dtype=F32), rnnjax.gru(I, H, dtype=F32)  # shared: jitted references compile once
-
-
-def _xs(shape, dtype=F32, seed=1):
-    return jax.random.normal(jax.random.key(seed), shape).astype(dtype)
-
-
-XS = _xs((B, T, I))
+# Shared by every test, so the few kernels they need compile once (the file runs in seconds).
+LSTM, GRU = rnnjax.lstm(I, H, dtype=F32), rnnjax.gru(I, H, dtype=F32)
+XS = jax.random.normal(jax.random.key(1), (B, T, I), F32)
 
 
 @functools.partial(jax.jit, static_argnames=("cell", "reverse"))
@@ -48,7 +43,7 @@ def _loop(cell, params, xs, reverse=False, lengths=None):
     with ``lengths (batch,)``, each sequence's carry after its own last step.
     """
     batch = xs.shape[:-2]
-    flat = xs.reshape((-1,) + xs.shape[-2:])  # one batch axis: every test reuses the same eager kernels
+    flat = xs.reshape((-1,) + xs.shape[-2:])  # one batch axis, however many Flax was given
     step = jax.vmap(cell.step, in_axes=(None, 0, 0))
     carry = jax.tree.map(lambda c: jnp.broadcast_to(c, flat.shape[:1] + c.shape), cell.initial_carry())
     carries, ys = [], []
@@ -67,8 +62,9 @@ def _params(cell):
 
 
 def _close(got, want, atol=1e-6):
+    """Same structure, same values to float32 rounding (``rtol`` ~ 8 eps)."""
     chex.assert_trees_all_equal_structs(got, want)
-    chex.assert_trees_all_close(got, want, atol=atol, rtol=0)
+    chex.assert_trees_all_close(got, want, atol=atol, rtol=1e-6)
 
 
 # ---------------------------------------------------------------- linen front end (linen_recurrent_test.py)
@@ -93,7 +89,7 @@ def test_linen_rnn_runs_an_rnnjax_lstm(batch, options):
     assert all(np.all(leaf != 0) for leaf in carry)
 
 
-# Flax: test_numerical_equivalence, test_numerical_equivalence_single_batch_jax_scan (batch of one: test_nnx_rnn_options_match_the_loop)
+# Flax: test_numerical_equivalence, test_numerical_equivalence_single_batch_jax_scan
 def test_linen_cell_steps_match_the_rnn():
     cell = LSTM
     adapter = LinenCell(cell)
@@ -105,7 +101,7 @@ def test_linen_cell_steps_match_the_rnn():
         step_carry, y = step(cell_vars, step_carry, xs[:, t])
         _close(y, ys[:, t])
     _close(step_carry, carry)
-    scan_carry, scan_ys = jax.lax.scan(lambda c, x: adapter.apply(cell_vars, c, x), adapter.initialize_carry(KEY, (B, I)),
+    scan_carry, scan_ys = jax.lax.scan(functools.partial(adapter.apply, cell_vars), adapter.initialize_carry(KEY, (B, I)),
                                        xs.swapaxes(0, 1))
     _close((scan_carry, scan_ys.swapaxes(0, 1)), (carry, ys))
 
@@ -167,7 +163,7 @@ def test_linen_front_end_needs_its_cell_and_flax_signature():
     with pytest.raises(TypeError, match="cell"):
         LinenCell()
     with pytest.raises(TypeError):
-        LinenCell(rnnjax.lstm(I, H)).initialize_carry(KEY, (2,), 3)  # the old (rng, batch_dims, size) signature
+        LinenCell(LSTM).initialize_carry(KEY, (2,), 3)  # the old (rng, batch_dims, size) signature
 
 
 # ---------------------------------------------------------------- NNX front end (nnx/nn/recurrent_test.py)
@@ -191,7 +187,7 @@ def test_nnx_cell_steps_and_keeps_the_dtype():
     _close(jax.tree.map(lambda a: a.astype(F32), (carry, ys)), want, atol=3e-2)  # bfloat16 rounding (eps 2^-8)
 
 
-# Flax: test_rnn_with_lstm_cell, test_rnn_with_gru_cell, test_rnn_time_major, test_rnn_reverse, test_rnn_with_keep_order, test_rnn_with_unroll, test_rnn_with_variable_batch_size
+# Flax: test_rnn_with_lstm_cell, test_rnn_with_gru_cell, test_rnn_time_major, test_rnn_reverse, test_rnn_with_keep_order, test_rnn_with_unroll, test_rnn_with_variable_batch_size; linen's test_numerical_equivalence_single_batch
 @pytest.mark.parametrize(
     "kind, options",
     [("lstm", {}), ("gru", {}), ("lstm", {"time_major": True}), ("lstm", {"reverse": True}),
@@ -203,7 +199,7 @@ def test_nnx_rnn_options_match_the_loop(kind, options):
     module = NNXCell(cell, rngs=nnx.Rngs(0))
     rnn = nnx.RNN(module, return_carry=True, **options)
     for batch in (B, 1) if kind == "lstm" and not options else (B,):
-        xs = _xs((batch, T, I))
+        xs = XS[:batch]
         feed = xs.swapaxes(0, 1) if options.get("time_major") else xs
         carry, ys = rnn(feed, initial_carry=module.initialize_carry((batch, I), nnx.Rngs(0)))
         want_carry, want_ys = _loop(cell, module.param_values(), xs, reverse=options.get("reverse", False))
@@ -226,20 +222,16 @@ def test_nnx_seq_lengths_stop_each_carry_at_its_length():
 
 
 # Flax: test_lstm_initialize_carry
-def test_initialize_carry_takes_carry_init_and_rngs_as_flax_does():
+def test_initialize_carry_takes_carry_init_as_flax_does():
     cell = LSTM
     module = NNXCell(cell, rngs=nnx.Rngs(0))
     ones = module.initialize_carry((1, I), nnx.Rngs(0), carry_init=nnx.initializers.ones)
     chex.assert_trees_all_equal(ones, rnnjax.LSTMState(jnp.ones((1, H), F32), jnp.ones((1, H), F32)))
-    # A random carry_init draws the keys Flax's own LSTMCell draws (c, then h), and advances the stream as it does.
+    # A random carry_init draws the keys Flax's own LSTMCell draws from the same stream (c, then h).
     normal = nnx.initializers.normal(1.0)
     flax_cell = nnx.eval_shape(lambda: nnx.LSTMCell(I, H, rngs=nnx.Rngs(0)))  # its weights play no part
-    theirs, ours = nnx.Rngs(3), nnx.Rngs(3)
-    chex.assert_trees_all_equal(module.initialize_carry((B, I), ours, carry_init=normal),
-                                carry_from_flax(flax_cell.initialize_carry((B, I), theirs, carry_init=normal)))
-    chex.assert_trees_all_equal(module.initialize_carry((B, I), ours.carry),
-                                carry_from_flax(flax_cell.initialize_carry((B, I), theirs.carry)))
-    np.testing.assert_array_equal(jax.random.key_data(ours()), jax.random.key_data(theirs()))
+    chex.assert_trees_all_equal(module.initialize_carry((B, I), nnx.Rngs(3), carry_init=normal),
+                                carry_from_flax(flax_cell.initialize_carry((B, I), nnx.Rngs(3), carry_init=normal)))
     # linen: carry_init is an attribute, the key is split per leaf (used whole for one leaf) as in Flax's cells.
     for ours_cell, flax_linen in ((cell, nn.LSTMCell(H, carry_init=normal)), (GRU, nn.GRUCell(H, carry_init=normal))):
         chex.assert_trees_all_equal(LinenCell(ours_cell, carry_init=normal).initialize_carry(KEY, (B, I)),
@@ -248,10 +240,25 @@ def test_initialize_carry_takes_carry_init_and_rngs_as_flax_does():
     chex.assert_trees_all_equal(LinenCell(cell).initialize_carry(KEY, (B, I)), rnnjax.LSTMState(zeros, zeros))
     with pytest.raises(ValueError, match="rngs: expected nnx.Rngs or an nnx.RngStream to draw carry_init's keys"):
         module.initialize_carry((B, I), carry_init=normal)
+    with pytest.raises(ValueError, match=r"rng: expected a PRNG key \(jax.random.key\) to draw carry_init's keys"):
+        LinenCell(cell, carry_init=normal).initialize_carry(None, (B, I))
     with pytest.raises(TypeError, match="carry_init: expected an initializer"):
         module.initialize_carry((B, I), nnx.Rngs(0), carry_init=1.0)
     with pytest.raises(ValueError, match=r"input_shape: expected \(\*batch, 3\)"):
         module.initialize_carry((B, I + 1))
+
+
+# Flax: test_lstm_initialize_carry, test_rnn_with_lstm_cell (the rngs they pass)
+def test_initialize_carry_draws_from_rngs_as_flax_does():
+    module = NNXCell(LSTM, rngs=nnx.Rngs(0))
+    flax_cell = nnx.eval_shape(lambda: nnx.LSTMCell(I, H, rngs=nnx.Rngs(0)))
+    ours, theirs = nnx.Rngs(3), nnx.Rngs(3)
+    for rngs in (lambda r: r, lambda r: r.carry):  # nnx.Rngs or an RngStream (what nnx.RNN passes)
+        chex.assert_trees_all_equal(module.initialize_carry((B, I), rngs(ours)),
+                                    carry_from_flax(flax_cell.initialize_carry((B, I), rngs(theirs))))
+        np.testing.assert_array_equal(jax.random.key_data(ours()), jax.random.key_data(theirs()))  # streams in step
+    with pytest.raises(TypeError, match="rngs: expected nnx.Rngs, an nnx.RngStream or None, got int"):
+        module.initialize_carry((B, I), 0)
 
 
 # Flax: test_lstm_with_custom_activations
@@ -264,7 +271,7 @@ def test_custom_gate_and_activation_functions_match_flax():
         cell, params = from_flax(flax_cell, variables)  # and back into rnnjax
         carry, y = jax.jit(NNXCell(cell, params=params).__call__)(carry_from_flax(flax_carry), x)
         _close((carry_to_flax(carry), y), jax.jit(flax_cell.apply)(variables, flax_carry, x))
-    with pytest.raises(ValueError, match=r"flax_cell\.gate_fn: expected relu \(the rnnjax cell's gate_fn\), got sigmoid"):
+    with pytest.raises(ValueError, match=r"flax_cell\.gate_fn: expected relu \(the rnnjax cell's gate_fn\), got sig"):
         to_flax(cell, params, nn.GRUCell(H))
 
 
@@ -273,7 +280,8 @@ def test_front_ends_match_flax_given_a_converted_flax_carry_and_name_the_convert
     cell, params, xs = LSTM, _params(LSTM), XS
     flax_cell, cell_vars = to_flax(cell, params)  # Flax's own LSTMCell holding the same weights
     flax_carry0 = tuple(jax.random.normal(KEY, (2, B, H), F32))  # Flax's (c, h), nonzero
-    want = nn.RNN(flax_cell, return_carry=True).apply({"params": {"cell": cell_vars["params"]}}, xs, initial_carry=flax_carry0)
+    flax_vars = {"params": {"cell": cell_vars["params"]}}
+    want = nn.RNN(flax_cell, return_carry=True).apply(flax_vars, xs, initial_carry=flax_carry0)
     module = NNXCell(cell, params=params)
     carry0 = carry_from_flax(flax_carry0)
     c1, y1 = module(carry0, xs[:, 0])

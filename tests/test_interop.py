@@ -328,9 +328,10 @@ def test_flax_errors():
     with pytest.raises(ValueError, match="flax_cell.residual"):
         simple = nn.SimpleCell(H, residual=True)
         from_flax(simple, nn.RNN(simple).init(jax.random.key(0), xs)["params"]["cell"])
-    with pytest.raises(ValueError, match="flax_cell.gate_fn"):
-        odd = nn.LSTMCell(H, gate_fn=jnp.tanh)
-        from_flax(odd, nn.RNN(odd).init(jax.random.key(0), xs)["params"]["cell"])
+    odd = nn.LSTMCell(H, gate_fn=jnp.tanh)  # the cell's functions come along; a target must have them too
+    odd_cell, odd_params = from_flax(odd, nn.RNN(odd).init(jax.random.key(0), xs)["params"]["cell"])
+    with pytest.raises(ValueError, match=r"flax_cell\.gate_fn: expected tanh \(the rnnjax cell's gate_fn\), got sigmoid"):
+        to_flax(odd_cell, odd_params, nn.LSTMCell(H))
     with pytest.raises(TypeError, match="flax_cell: linen MGUCell is not supported"):
         mgu = nn.MGUCell(H)
         from_flax(mgu, nn.RNN(mgu).init(jax.random.key(0), xs)["params"]["cell"])

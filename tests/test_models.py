@@ -331,7 +331,7 @@ def _bi_loss(params, fw, bw, x, y, n, d_f, d_b):
 
 
 def test_many_to_one_bidirectional_matches_loop_and_grad_profile():
-    fw, bw = rnnjax.elman(3, 4, dtype=F64), rnnjax.gru(3, 2, dtype=F64)
+    fw, bw = rnnjax.elman(3, 4, dtype=F64), rnnjax.elman(3, 2, dtype=F64)
     model = models.many_to_one(rnnjax.bidirectional(fw, bw), 1)  # regression: a Layer used to be refused
     params = _np_params(model.init)
     xs, ys = _randn(1, (3, 5, 3)), _randn(2, (3, 1))
@@ -349,7 +349,7 @@ def test_many_to_one_bidirectional_matches_loop_and_grad_profile():
 
 
 def test_grad_profile_stack_many_to_many_matches_loop():
-    cell = rnnjax.stack(rnnjax.lstm(2, 4, dtype=F64), rnnjax.elman(4, 2, dtype=F64))
+    cell = rnnjax.stack(rnnjax.elman(2, 4, dtype=F64), rnnjax.elman(4, 3, dtype=F64))
     model = models.many_to_many(cell, 4, loss="xent")
     params = _np_params(model.init)
     xs, tokens, lengths = _randn(3, (2, 5, 2)), np.array([[0, 1, 2, 3, 0], [3, 2, 1, 0, 1]]), np.array([5, 2])
@@ -431,6 +431,8 @@ def test_for_task_layers_and_checkpoint_round_trip(tmp_path):
     chex.assert_trees_all_equal(restored, params)
     deep = models.for_task(get_task("copy"), factory, 3, layers=2)  # no dropout, one direction: a stack Cell
     assert isinstance(deep.cell, rnnjax.Cell) and deep.cell.name == "stack(lstm,lstm)"
+    for name in ("sinegen", "reverse"):  # a stack steps like any cell: every pattern takes it
+        assert models.for_task(get_task(name), factory, 3, layers=2).cell.name == "stack(lstm,lstm)"
     for kwargs, match in [({"layers": 0}, "layers: expected a positive integer"),
                           ({"dropout": 1.0, "layers": 2}, r"dropout: expected a probability in \[0, 1\)"),
                           ({"dropout": 0.1}, "dropout: acts between layers and needs layers >= 2"),

@@ -224,3 +224,14 @@ def test_remat_flag_trains_the_same_model(tmp_path):
     loss = [json.load(open(os.path.join(d, "summary.json")))["eval"]["loss"] for d in (plain, remat)]
     np.testing.assert_allclose(loss[0], loss[1], rtol=1e-6)
     assert json.load(open(os.path.join(remat, "config.json")))["remat"] == 2
+
+
+def test_gradflow_on_a_task_that_cannot_use_it_is_refused_before_writing(tmp_path, capsys):
+    out = str(tmp_path / "rev")
+    args = ["train", "--task", "reverse", "--cell", "gru", "--hidden", "4", "--seq-len", "4", "--batch-size", "4",
+            "--steps", "1", "--task-option", "eval_size=8", "--out", out]
+    assert main([*args, "--gradflow-every", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--gradflow-every:" in err and err.strip().count("\n") == 0
+    assert not os.path.exists(out)
+    assert main(args) == 0  # the retry without the flag is not refused

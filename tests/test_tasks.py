@@ -362,8 +362,8 @@ def test_charlm_default_corpus_is_shakespeare():
 
 # --------------------------------------------------------------------------------- training (fast)
 def _train(task, hidden=16, steps=60, lr=1e-2, batch_size=16, seed=0, streaming=False):
-    """Train a small GRU model; return the mean training loss of the first and of the last 10 steps."""
-    model = rnnjax.models.for_task(task, functools.partial(rnnjax.make_cell, "gru"), hidden,
+    """Train a small float32 GRU model; return the mean training loss of the first and of the last 10 steps."""
+    model = rnnjax.models.for_task(task, functools.partial(rnnjax.make_cell, "gru", dtype=jnp.float32), hidden,
                                    tbptt=8 if streaming else None)
     optimizer = rnnjax.make_optimizer(lr, clip=1.0)
     trainer = rnnjax.make_trainer(model, task, optimizer, batch_size=batch_size, streaming=streaming)

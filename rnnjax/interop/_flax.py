@@ -460,10 +460,12 @@ def front_end_carry(cell: Cell, input_shape, carry_init, keys) -> Any:
       carry_init: None (``cell.initial_carry()``, broadcast) or a Flax/JAX
         initialiser ``carry_init(key, shape, dtype)`` applied to every carry
         leaf in the leaf's dtype.
-      keys: ``keys(n) -> n PRNG keys`` or None (no randomness available); with
-        a ``carry_init`` one key per leaf, drawn in Flax's leaf order (an
-        LSTM's ``c`` first, then ``h``), so a Flax cell with the same
-        initialiser and keys makes the same carry (after ``carry_from_flax``).
+      keys: ``keys(n) -> n PRNG keys``, called once with the number of carry
+        leaves (also without ``carry_init``, so a stream advances as Flax's
+        cells advance it); None only without ``carry_init``. The keys go to
+        the leaves in Flax's order (an LSTM's ``c`` first, then ``h``), so a
+        Flax cell with the same initialiser and keys makes the same carry
+        (after ``carry_from_flax``).
 
     Returns:
       The batched rnnjax carry.
@@ -478,14 +480,9 @@ def front_end_carry(cell: Cell, input_shape, carry_init, keys) -> Any:
         )
     if carry_init is not None and not callable(carry_init):
         raise TypeError(f"carry_init: expected an initializer carry_init(key, shape, dtype), got {carry_init!r}")
-    batch = tuple(int(d) for d in input_shape[:-1])
-    base = batched_carry(cell, batch + (cell.input_size,))
+    base = batched_carry(cell, tuple(input_shape))
     leaves, treedef = jax.tree.flatten(carry_to_flax(base))
-    if keys is None:
-        if carry_init is not None:
-            raise ValueError("rngs: expected nnx.Rngs or an nnx.RngStream to draw carry_init's keys, got None")
-        return base
-    drawn = keys(len(leaves))  # drawn even for the default, to keep a stream in step with Flax's
+    drawn = None if keys is None else keys(len(leaves))
     if carry_init is None:
         return base
     filled = [jnp.asarray(carry_init(k, leaf.shape, leaf.dtype), leaf.dtype) for k, leaf in zip(drawn, leaves)]

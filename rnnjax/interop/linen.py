@@ -63,6 +63,8 @@ class RNNCell(nn.RNNCellBase):
         Returns:
           The cell's carry with leading axes ``batch``.
         """
+        if rng is None and self.carry_init is not None:
+            raise ValueError("rng: expected a PRNG key (jax.random.key) to draw carry_init's keys, got None")
         keys = None if rng is None else (lambda n: [rng] if n == 1 else list(jax.random.split(rng, n)))
         return front_end_carry(self.cell, input_shape, self.carry_init, keys)
 

@@ -9,6 +9,11 @@ Example::
     cell = RNNCell(rnnjax.lstm(3, 16), rngs=nnx.Rngs(0))
     ys = nnx.RNN(cell)(xs)                 # xs: (batch, time, 3) -> ys: (batch, time, 16)
     carry, ys = cell.unroll(xs, lengths=n)  # rnnjax.unroll_batch, with padding and remat options
+
+``initialize_carry(input_shape, rngs, carry_init)`` takes Flax's arguments with
+Flax's meaning. The carry is the cell's own (``LSTMState(h, c)`` for an LSTM,
+where Flax's ``LSTMCell`` uses ``(c, h)``): convert a Flax carry with
+``rnnjax.interop.carry_from_flax``.
 """
 
 from __future__ import annotations
@@ -86,6 +91,8 @@ class RNNCell(nnx.RNNCellBase):
             rngs = rngs.carry
         if rngs is not None and not isinstance(rngs, nnx.RngStream):
             raise TypeError(f"rngs: expected nnx.Rngs, an nnx.RngStream or None, got {type(rngs).__name__}")
+        if rngs is None and carry_init is not None:
+            raise ValueError("rngs: expected nnx.Rngs or an nnx.RngStream to draw carry_init's keys, got None")
         keys = None if rngs is None else (lambda n: [rngs() for _ in range(n)])
         return front_end_carry(self.cell, input_shape, carry_init, keys)
 
