@@ -7,5 +7,20 @@ tests run in JAX's default 32-bit mode unless they set ``JAX_ENABLE_X64``.
 """
 
 import jax
+import pytest
 
 jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(scope="module")
+def compilation_cache(tmp_path_factory):
+    """Share compiled programs between the in-process runs of one test module (identical runs recompile otherwise).
+
+    Use with ``pytestmark = pytest.mark.usefixtures("compilation_cache")``.
+    """
+    old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    yield
+    jax.config.update("jax_compilation_cache_dir", old[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])

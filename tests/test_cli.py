@@ -13,17 +13,7 @@ TINY = ["--task", "adding", "--cell", "elman-tanh", "--hidden", "4", "--seq-len"
         "--lr", "1e-2", "--clip", "1.0", "--seed", "3", "--task-option", "eval_size=64"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def compilation_cache(tmp_path_factory):
-    """Share compiled programs between the in-process runs of this module (identical runs recompile otherwise)."""
-    import jax
-
-    old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    yield
-    jax.config.update("jax_compilation_cache_dir", old[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 def _json(path):

@@ -18,15 +18,7 @@ TINY = ["--task", "adding", "--cell", "elman-tanh", "--hidden", "4", "--seq-len"
         "--lr", "1e-2", "--seed", "1", "--task-option", "eval_size=32"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def compilation_cache(tmp_path_factory):
-    """Share compiled programs between the in-process runs of this module."""
-    old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    yield
-    jax.config.update("jax_compilation_cache_dir", old[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 def _snapshot(d):
@@ -51,6 +43,15 @@ def finished(tmp_path_factory):
 def _copy(src, dst):
     shutil.copytree(src, dst)
     return str(dst)
+
+
+def _refused(run, argv, message, capsys, code=2):
+    """``main(argv)`` on ``run`` exits ``code`` with ``message`` on stderr, leaving ``run`` byte for byte as it was."""
+    before = _snapshot(run)
+    capsys.readouterr()
+    assert main(argv) == code
+    assert message in capsys.readouterr().err
+    assert _snapshot(run) == before
 
 
 # ------------------------------------------------------------------------------------------ one run per dir
@@ -81,39 +82,27 @@ def test_resume_refuses_a_foreign_checkpoint_byte_identical(finished, tmp_path, 
     assert main(["train", *TINY[:-6], "--lr", "5e-2", *TINY[-4:], "--steps", "2", "--out", other]) == 0
     mixed = _copy(finished, tmp_path / "mixed")
     shutil.copy(os.path.join(other, "checkpoint.msgpack"), os.path.join(mixed, "checkpoint.msgpack"))
-    before = _snapshot(mixed)
-    capsys.readouterr()
-    assert main(["train", *TINY, "--steps", "8", "--eval-every", "2", "--out", mixed, "--resume"]) == 2
-    err = capsys.readouterr().err
-    assert "checkpoint.msgpack was written by a different run" in err and "--lr 0.05 there, 0.01 now" in err
-    assert _snapshot(mixed) == before
+    _refused(mixed, ["train", *TINY, "--steps", "8", "--eval-every", "2", "--out", mixed, "--resume"],
+             "checkpoint.msgpack was written by a different run (--lr 0.05 there, 0.01 now)", capsys)
 
 
 def test_resume_refuses_flags_that_differ_from_config_json(finished, tmp_path, capsys):
     run = _copy(finished, tmp_path / "run")
-    before = _snapshot(run)
-    assert main(["train", *TINY, "--hidden", "5", "--steps", "8", "--out", run, "--resume"]) == 2
-    assert "--hidden 4 there, 5 now" in capsys.readouterr().err
-    assert _snapshot(run) == before
+    _refused(run, ["train", *TINY, "--hidden", "5", "--steps", "8", "--out", run, "--resume"],
+             "--hidden 4 there, 5 now", capsys)
 
 
 def test_resume_refuses_logs_without_a_checkpoint(finished, tmp_path, capsys):
     run = _copy(finished, tmp_path / "run")
     os.unlink(os.path.join(run, "checkpoint.msgpack"))
-    before = _snapshot(run)
-    assert main(["train", *TINY, "--steps", "6", "--eval-every", "2", "--out", run, "--resume"]) == 2
-    assert "has logs" in capsys.readouterr().err
-    assert _snapshot(run) == before
+    _refused(run, ["train", *TINY, "--steps", "6", "--eval-every", "2", "--out", run, "--resume"], "has logs", capsys)
 
 
 def test_resume_of_a_finished_run_changes_nothing(finished, tmp_path, capsys):
     run = _copy(finished, tmp_path / "run")
-    before = _snapshot(run)
-    assert main(["train", *TINY, "--steps", "6", "--eval-every", "2", "--out", run, "--resume"]) == 0
-    assert "nothing to do" in capsys.readouterr().err
-    assert _snapshot(run) == before
-    assert main(["train", *TINY, "--steps", "4", "--out", run, "--resume"]) == 2  # below the checkpoint
-    assert _snapshot(run) == before
+    _refused(run, ["train", *TINY, "--steps", "6", "--eval-every", "2", "--out", run, "--resume"], "nothing to do",
+             capsys, code=0)
+    _refused(run, ["train", *TINY, "--steps", "4", "--out", run, "--resume"], "below the checkpoint's step", capsys)
 
 
 def test_resume_extends_a_finished_run_like_one_longer_run(finished, tmp_path):
