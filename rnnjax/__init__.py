@@ -13,10 +13,13 @@ from rnnjax._cells import (
     GRUParams,
     LSTMParams,
     LSTMState,
+    Parametrization,
     elman,
     gru,
     irnn,
     lstm,
+    parametrized_cell,
+    prepare,
     torch_init,
 )
 from rnnjax._layers import (
@@ -31,10 +34,23 @@ from rnnjax._layers import (
     stack,
 )
 from rnnjax._deer import DeerInfo
+from rnnjax._longmemory import (
+    AntisymmetricParams,
+    AntisymmetricWeights,
+    CoRNNParams,
+    CoRNNState,
+    ExpRNNParams,
+    ExpRNNWeights,
+    IndRNNParams,
+    antisymmetric,
+    cornn,
+    exprnn,
+    indrnn,
+)
 from rnnjax._modern import LRUParams, MinGRUParams, MinLSTMParams, lru, lru_eigenvalues, mingru, minlstm
 from rnnjax._registry import CELLS, make_cell, register_cell
 from rnnjax._unroll import unroll, unroll_batch
-from rnnjax import checkpoint, distributed, models, sweep, train
+from rnnjax import checkpoint, distributed, models, study, sweep, train
 from rnnjax.models import Model, many_to_many, many_to_one, one_to_many, seq2seq
 from rnnjax.train import Trainer, TrainState, make_optimizer, make_train_step, make_trainer
 
@@ -42,12 +58,19 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
+    "AntisymmetricParams",
+    "AntisymmetricWeights",
     "BidirectionalParams",
     "Cell",
     "CELLS",
+    "CoRNNParams",
+    "CoRNNState",
     "DeerInfo",
     "ElmanParams",
+    "ExpRNNParams",
+    "ExpRNNWeights",
     "GRUParams",
+    "IndRNNParams",
     "Layer",
     "Linear",
     "LinearParams",
@@ -57,14 +80,19 @@ __all__ = [
     "MinGRUParams",
     "MinLSTMParams",
     "Model",
+    "Parametrization",
     "Trainer",
     "TrainState",
+    "antisymmetric",
     "bidirectional",
     "checkpoint",
+    "cornn",
     "distributed",
     "elman",
+    "exprnn",
     "gradflow",
     "gru",
+    "indrnn",
     "initializers",
     "interop",
     "irnn",
@@ -83,10 +111,13 @@ __all__ = [
     "minlstm",
     "models",
     "one_to_many",
+    "parametrized_cell",
+    "prepare",
     "register_cell",
     "seq2seq",
     "sequential",
     "stack",
+    "study",
     "sweep",
     "tasks",
     "torch_init",

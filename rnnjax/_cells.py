@@ -8,6 +8,7 @@ carry and an output vector. Batch with ``jax.vmap``; unroll over time with
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -18,6 +19,25 @@ from rnnjax import initializers as inits
 
 Params = Any
 Carry = Any
+Weights = Any
+
+
+class Parametrization(NamedTuple):
+    """How a cell's step weights are derived from its parameters, once per unroll.
+
+    Attributes:
+      prepare: ``prepare(params) -> weights``: the weights the step reads
+        (e.g. an orthogonal ``expm(a - a.T)`` from an unconstrained ``a``, or a
+        clipped recurrent vector). ``rnnjax.unroll`` calls it once, outside the
+        ``jax.lax.scan``, so its cost is paid once per sequence (once per batch
+        under ``jax.vmap`` with shared params) and ``jax.grad`` flows through it.
+      step: ``step(weights, carry, x) -> (carry, y)``, the cell's step on
+        prepared weights. The cell's own ``step(params, carry, x)`` must equal
+        ``step(prepare(params), carry, x)`` (``parametrized_cell`` builds it so).
+    """
+
+    prepare: Callable[[Params], Weights]
+    step: Callable[[Weights, Carry, jax.Array], tuple[Carry, jax.Array]]
 
 
 class Cell(NamedTuple):
@@ -42,7 +62,17 @@ class Cell(NamedTuple):
         maps the stacked carries ``hs`` (``hs[t]`` = carry after step t) to
         ``ys: (T, output_size)``, and must agree with ``step``:
         ``step(params, h_{t-1}, xs[t]) == (hs[t], ys[t])``. It enables
-        ``unroll(..., method="associative")``.
+        ``unroll(..., method="associative")``; it reads the raw ``params``.
+      parametrization: optional ``Parametrization(prepare, step)`` for cells
+        whose step weights are a function of the parameters worth computing
+        once per unroll (expRNN's ``expm``, IndRNN's clip): ``step`` stays
+        correct on raw params, and ``rnnjax.unroll``, the layers and
+        ``rnnjax.gradflow`` run ``parametrization.step`` on
+        ``parametrization.prepare(params)`` instead. Build such a cell with
+        ``rnnjax.parametrized_cell``; ``rnnjax.prepare(cell, params)`` gives the
+        prepared form for a loop of your own. A wrapper that replaces ``step``
+        must wrap ``parametrization.step`` alike (or set it to None), or the
+        unroll runs the unwrapped step.
     """
 
     init: Callable[[jax.Array], Params]
@@ -52,6 +82,115 @@ class Cell(NamedTuple):
     output_size: int
     name: str = "cell"
     linear_recurrence: Callable | None = None
+    parametrization: Parametrization | None = None
+
+
+def parametrized_cell(
+    init: Callable[[jax.Array], Params],
+    initial_carry: Callable[[], Carry],
+    prepare: Callable[[Params], Weights],
+    step: Callable[[Weights, Carry, jax.Array], tuple[Carry, jax.Array]],
+    input_size: int,
+    output_size: int,
+    name: str = "cell",
+    linear_recurrence: Callable | None = None,
+) -> Cell:
+    """A ``Cell`` whose step reads weights derived from its params once per unroll.
+
+    ``cell.step(params, carry, x) == step(prepare(params), carry, x)``, so
+    every caller of ``cell.step`` stays right; ``rnnjax.unroll`` (every
+    ``method``, ``remat``, ``length``, ``reverse``, the fast backward),
+    ``rnnjax.stack``, the layers and ``rnnjax.gradflow`` call ``prepare`` once
+    and scan ``step``. Gradients flow through ``prepare``: optimise the raw
+    params, and the constraint it imposes holds after any update.
+
+    Example (an Elman cell whose recurrent matrix is always orthogonal)::
+
+        def prepare(p):
+            return p._replace(w_rec=jax.scipy.linalg.expm(p.w_rec - p.w_rec.T))
+
+        def step(w, h, x):
+            h = jnp.tanh(w.w_in @ x + w.w_rec @ h + w.b)
+            return h, h
+
+        base = rnnjax.elman(3, 16)
+        cell = rnnjax.parametrized_cell(base.init, base.initial_carry, prepare, step, 3, 16, "orth-elman")
+
+    Args:
+      init: ``init(key) -> params`` (raw, what the optimiser updates).
+      initial_carry: ``initial_carry() -> carry``.
+      prepare: ``prepare(params) -> weights``, a pure JAX function of the params only.
+      step: ``step(weights, carry, x) -> (carry, y)``.
+      input_size, output_size, name, linear_recurrence: as in ``Cell``
+        (``linear_recurrence`` reads the raw params).
+
+    Returns:
+      A ``Cell`` with ``parametrization=Parametrization(prepare, step)``.
+    """
+    for arg, fn in (("prepare", prepare), ("step", step)):
+        if not callable(fn):
+            raise TypeError(f"{arg}: expected a callable, got {fn!r}")
+
+    def raw_step(params, carry, x):
+        return step(prepare(params), carry, x)
+
+    return Cell(init, initial_carry, raw_step, input_size, output_size, name, linear_recurrence,
+                Parametrization(prepare, step))
+
+
+def _build_step_cell(cell: Cell) -> Cell:
+    par = cell.parametrization
+
+    def init(key):
+        return par.prepare(cell.init(key))
+
+    # The prepared cell's "params" are the weights; linear_recurrence reads raw params, so it is dropped.
+    return cell._replace(init=init, step=par.step, linear_recurrence=None, parametrization=None)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_step_cell(cell: Cell) -> Cell:
+    return _build_step_cell(cell)
+
+
+def step_cell(cell: Cell) -> Cell:
+    """The cell that steps on prepared weights (``cell`` itself without a parametrization).
+
+    The same object for equal cells, so it can be a static ``jax.jit`` argument
+    without retracing.
+    """
+    if cell.parametrization is None:
+        return cell
+    try:
+        return _cached_step_cell(cell)
+    except TypeError:  # an unhashable field: build it afresh
+        return _build_step_cell(cell)
+
+
+def prepare(cell: Cell, params: Params) -> tuple[Cell, Weights]:
+    """``(step_cell, weights)``: a cell's step on prepared weights, for a loop of your own.
+
+    ``step_cell.step(weights, carry, x) == cell.step(params, carry, x)`` with
+    ``weights = cell.parametrization.prepare(params)`` computed here, once;
+    ``step_cell`` has no parametrization (``step_cell.init(key)`` returns
+    prepared weights). For a cell without a parametrization this is
+    ``(cell, params)``. ``rnnjax.unroll`` does this itself.
+
+    Example::
+
+        step, w = rnnjax.prepare(cell, params)
+        carry, ys = jax.lax.scan(functools.partial(step.step, w), step.initial_carry(), xs)
+
+    Args:
+      cell: a ``Cell``.
+      params: its raw parameters (``cell.init(key)``).
+
+    Returns:
+      ``(step_cell, weights)``.
+    """
+    if cell.parametrization is None:
+        return cell, params
+    return step_cell(cell), cell.parametrization.prepare(params)
 
 
 class ElmanParams(NamedTuple):

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnjax._carry import flatten_carry
+from rnnjax._cells import prepare
 from rnnjax._parallel import affine_scan
 
 ON_FAILURE = ("warn", "raise", "nan")
@@ -202,6 +203,7 @@ def deer_unroll(cell, params, xs, carry, *, length=None, reverse=False, **option
     References:
       Lim et al., ICLR 2024; Gonzalez et al., NeurIPS 2024.
     """
+    cell, params = prepare(cell, params)  # a parametrised cell's weights, once (a no-op after rnnjax.unroll's)
     known = {"quasi", "tol", "max_iter", "on_failure", "return_info"}
     unknown = set(options) - known
     if unknown:

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from rnnjax import _validate as v
 from rnnjax import initializers as inits
 from rnnjax._carry import carry_size, flatten_carry
-from rnnjax._cells import Cell, _check_dtype, _check_size
+from rnnjax._cells import Cell, Parametrization, _check_dtype, _check_size, step_cell
 from rnnjax._unroll import unroll
 
 
@@ -20,7 +20,10 @@ def stack(*cells: Cell) -> Cell:
 
     Params and carry are tuples with one entry per layer; the output is the
     last layer's output. For dropout between layers or bidirectional layers
-    use ``sequential`` of ``layer``/``bidirectional``.
+    use ``sequential`` of ``layer``/``bidirectional``. If any layer has a
+    ``parametrization`` (expRNN, IndRNN, ...), the stack has one too: its
+    ``prepare`` prepares every such layer's weights (the others pass through),
+    so an unroll of the stack computes each layer's weights once.
 
     Args:
       *cells: one or more cells; ``cells[k].output_size`` must equal
@@ -57,7 +60,23 @@ def stack(*cells: Cell) -> Cell:
         return tuple(new), x
 
     name = "stack(" + ",".join(c.name for c in cells) + ")"
-    return Cell(init, initial_carry, step, cells[0].input_size, cells[-1].output_size, name)
+    parametrization = None
+    if any(c.parametrization is not None for c in cells):
+        steppers = tuple(step_cell(c) for c in cells)
+
+        def prepare(params):
+            return tuple(p if c.parametrization is None else c.parametrization.prepare(p) for c, p in zip(cells, params))
+
+        def weights_step(weights, carry, x):
+            new = []
+            for c, w, h in zip(steppers, weights, carry):
+                h, x = c.step(w, h, x)
+                new.append(h)
+            return tuple(new), x
+
+        parametrization = Parametrization(prepare, weights_step)
+    return Cell(init, initial_carry, step, cells[0].input_size, cells[-1].output_size, name,
+                parametrization=parametrization)
 
 
 class Layer(NamedTuple):
@@ -110,11 +129,17 @@ def _probed(cell: Cell) -> Cell:
     unflatten = flatten_carry(cell.initial_carry())[1]
     width = cell.input_size
 
-    def step(params, carry, xd):
-        carry = jax.tree.map(jnp.add, carry, unflatten(xd[width:]))
-        return cell.step(params, carry, xd[:width])
+    def probed(step_fn):
+        def step(params, carry, xd):
+            carry = jax.tree.map(jnp.add, carry, unflatten(xd[width:]))
+            return step_fn(params, carry, xd[:width])
 
-    return Cell(cell.init, cell.initial_carry, step, width + carry_size(cell), cell.output_size, cell.name)
+        return step
+
+    par = cell.parametrization  # kept, so a probed unroll still prepares the weights once
+    par = None if par is None else Parametrization(par.prepare, probed(par.step))
+    return Cell(cell.init, cell.initial_carry, probed(cell.step), width + carry_size(cell), cell.output_size,
+                cell.name, parametrization=par)
 
 
 def probe(cell: Cell, xs: jax.Array, deltas: Any) -> tuple[Cell, jax.Array]:

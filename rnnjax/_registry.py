@@ -8,6 +8,7 @@ from typing import Callable
 
 from rnnjax import initializers as inits
 from rnnjax._cells import Cell, elman, gru, irnn, lstm
+from rnnjax._longmemory import antisymmetric, cornn, exprnn, indrnn, indrnn_bound
 from rnnjax._modern import lru, mingru, minlstm
 
 _gain = functools.partial(inits.check_positive, "init_gain")
@@ -57,12 +58,38 @@ def _minlstm(input_size, hidden_size, *, init_gain=1.0, dtype=None):
     return minlstm(input_size, hidden_size, forget_bias=g, input_bias=-g, dtype=dtype)
 
 
+def _exprnn(input_size, hidden_size, *, init_gain=1.0, dtype=None):
+    init_gain = _gain(init_gain)
+    return exprnn(input_size, hidden_size, angle_scale=init_gain, dtype=dtype)
+
+
+def _cornn(input_size, hidden_size, *, init_gain=1.0, dtype=None):
+    init_gain = _gain(init_gain)
+    return cornn(input_size, hidden_size, rec_scale=init_gain, dtype=dtype)
+
+
+def _indrnn(input_size, hidden_size, *, init_gain=1.0, dtype=None):
+    init_gain = _gain(init_gain)
+    # u ~ U(0, init_gain * u_max), clipped to [-u_max, u_max] by the parametrization (t_max = 784, max_gain = 2).
+    return indrnn(input_size, hidden_size, u_range=(0.0, init_gain * indrnn_bound(784, 2.0)), dtype=dtype)
+
+
+def _antisymmetric(input_size, hidden_size, *, init_gain=1.0, dtype=None):
+    init_gain = _gain(init_gain)
+    return antisymmetric(input_size, hidden_size, rec_std=init_gain, dtype=dtype)
+
+
 # name -> factory(input_size, hidden_size, *, init_gain, dtype) -> Cell.
 # ``init_gain`` scales the recurrent initialisation (orthogonal gain; identity gain for IRNN).
 # Cells without a recurrent matrix read it as a memory knob: "lru" multiplies the ring radii
 # [r_min, r_max] = [0.9, 0.999] by it (capped at 0.9999); "mingru" sets the update-gate bias to
 # -log(init_gain) (retention g/(1+g) per step at zero input); "minlstm" sets the forget-gate bias to
-# +log(init_gain) and the input-gate bias to -log(init_gain). init_gain=1 is each paper's default.
+# +log(init_gain) and the input-gate bias to -log(init_gain). The long-memory cells: "exprnn" multiplies
+# the initial rotation angles of its orthogonal W = expm(a - a.T) by it (W stays orthogonal; < 1 starts
+# nearer the identity); "cornn" multiplies the U(+-1/sqrt(I + 2H)) bound of w_y and w_z; "indrnn" draws
+# u ~ U(0, init_gain * u_max), u_max = 2 ** (1/784) (memory T = 784, gradient growth <= 2; |u| is clipped to
+# u_max whatever the gain); "antisymmetric" is sigma_w, w ~ N(0, init_gain^2 / H) (eps = gamma = 0.01).
+# init_gain=1 is each paper's default.
 CELLS: dict[str, Callable[..., Cell]] = {
     "elman-tanh": _elman("tanh"),
     "elman-relu": _elman("relu"),
@@ -73,6 +100,10 @@ CELLS: dict[str, Callable[..., Cell]] = {
     "lru": _lru,
     "mingru": _mingru,
     "minlstm": _minlstm,
+    "exprnn": _exprnn,
+    "cornn": _cornn,
+    "indrnn": _indrnn,
+    "antisymmetric": _antisymmetric,
 }
 
 
@@ -140,7 +171,8 @@ def make_cell(name: str, input_size: int, hidden_size: int, *, init_gain: float 
       hidden_size: H.
       init_gain: finite positive recurrent-weight scale (orthogonal gain;
         identity gain for ``"irnn"``; for ``"lru"``, ``"mingru"``,
-        ``"minlstm"`` a memory knob, see the note above ``CELLS``).
+        ``"minlstm"``, ``"exprnn"``, ``"cornn"``, ``"indrnn"``,
+        ``"antisymmetric"`` see the note above ``CELLS``).
       dtype: parameter dtype; default (None) JAX's default float dtype
         (float64 under ``jax_enable_x64``, else float32).
     """

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnjax import _fastgrad
-from rnnjax._cells import Cell
+from rnnjax._cells import Cell, prepare
 from rnnjax._shard_map import match_varying, varying_axes
 from rnnjax import _validate as v
 
@@ -35,6 +35,11 @@ def unroll(
     """Run ``cell`` over one sequence; differentiate it for BPTT.
 
     ``ys[t] = y_t`` where ``(c_{t+1}, y_t) = cell.step(params, c_t, xs[t])``.
+
+    A cell with a ``parametrization`` (expRNN, IndRNN, AntisymmetricRNN, or a
+    user's ``rnnjax.parametrized_cell``) has its weights prepared once here,
+    outside the loop, and the loop runs the prepared step; gradients flow
+    back through the preparation to the raw ``params``.
 
     Args:
       cell: a ``Cell``.
@@ -108,6 +113,8 @@ def unroll(
     if isinstance(unroll, (bool, np.bool_)) or not isinstance(unroll, (int, np.integer)) or unroll < 1:
         raise ValueError(f"unroll: expected a positive integer (steps per scan iteration), got {unroll!r}")
     remat_options = _check_remat(remat)
+    if method != "associative":  # linear_recurrence reads the raw params
+        cell, params = prepare(cell, params)  # once per unroll, outside the loop
     cell = cell._replace(step=v.checked_step(cell))  # y's width is checked when the step is traced
     if method == "scan":
         if method_options:

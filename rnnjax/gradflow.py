@@ -34,8 +34,9 @@ import numpy as np
 
 from rnnjax import _validate as v
 from rnnjax._carry import carry_size, flatten_carry  # re-exported: the carry coordinates used here
-from rnnjax._cells import ACTIVATIONS, Cell, ElmanParams, GRUParams, LSTMParams
+from rnnjax._cells import ACTIVATIONS, Cell, ElmanParams, GRUParams, LSTMParams, prepare
 from rnnjax._layers import Layer, backward_leaves
+from rnnjax._longmemory import AntisymmetricWeights, CoRNNParams, ExpRNNWeights, IndRNNParams
 
 __all__ = [
     "BlockDiagnostics",
@@ -182,11 +183,12 @@ def hidden_grad_norms(
 def _hidden_grad_norms_impl(cell, loss_fn, params, xs, carry):
     time = xs.shape[0]
     deltas = jax.tree.map(lambda c: jnp.zeros((time,) + c.shape, c.dtype), carry)
+    stepper, weights = (None, None) if isinstance(cell, Layer) else prepare(cell, params)  # once, outside the scan
 
     def body(c, inp):
         x, d = inp
         c = jax.tree.map(jnp.add, c, d)
-        return cell.step(params, c, x)
+        return stepper.step(weights, c, x)
 
     def loss_of_deltas(deltas):
         if isinstance(cell, Layer):
@@ -210,8 +212,11 @@ _hidden_grad_norms = jax.jit(_hidden_grad_norms_impl, static_argnums=(0, 1))
 
 
 def _flat_step(cell, params, unflatten):
+    """The step on flat carries; a parametrised cell's weights are prepared here, once (outside any scan)."""
+    stepper, weights = prepare(cell, params)
+
     def f(vec, x):
-        new, _ = cell.step(params, unflatten(vec), x)
+        new, _ = stepper.step(weights, unflatten(vec), x)
         return flatten_carry(new)[0]
 
     return f
@@ -459,8 +464,9 @@ class BlockDiagnostics(NamedTuple):
     """Diagnostics of one recurrent block ``W (H, H)``.
 
     Attributes:
-      gate: block name (``"h"`` for Elman; ``"i", "f", "g", "o"`` for LSTM;
-        ``"r", "z", "n"`` for GRU; ``"0", "1", ...`` for other cells;
+      gate: block name (``"h"`` for Elman, expRNN, IndRNN, AntisymmetricRNN;
+        ``"i", "f", "g", "o"`` for LSTM; ``"r", "z", "n"`` for GRU; ``"y", "z"``
+        for coRNN; ``"0", "1", ...`` for other cells;
         prefixed ``"<layer>."`` in a stack).
       spectral_radius: max |eigenvalue| of W.
       sigma_max: largest singular value of W.
@@ -479,8 +485,9 @@ class RecurrentDiagnostics(NamedTuple):
     """Recurrent-matrix diagnostics of a cell (Python floats; not jittable).
 
     Attributes:
-      blocks: one ``BlockDiagnostics`` per ``(H, H)`` block of ``params.w_rec``
-        (empty for cells without ``w_rec``).
+      blocks: one ``BlockDiagnostics`` per ``(H, H)`` block of the recurrent
+        matrix (``params.w_rec``, or the matrix a long-memory cell derives,
+        see ``recurrent_diagnostics``; empty for cells without one).
       spectral_radius, sigma_max, pascanu_bound: for an Elman cell those of
         ``W_rec``; for gated cells the largest over the gate blocks (a summary:
         their carry Jacobian also has the additive path ``diag(f)``/``diag(z)``,
@@ -531,6 +538,12 @@ def _blocks(name: str, params: Any, activation: str | None, prefix: str = "") ->
         smax = float(np.linalg.norm(w, 2))
         return BlockDiagnostics(prefix + gate, rho, smax, float(gamma), float(gamma) * smax)
 
+    if isinstance(params, (ExpRNNWeights, AntisymmetricWeights)):
+        return [block("h", params.w_rec, 1.0)]  # modReLU and tanh: sup |phi'| = 1
+    if isinstance(params, IndRNNParams):
+        return [block("h", jnp.diag(params.u), 1.0)]
+    if isinstance(params, CoRNNParams):
+        return [block("y", params.w_y, 1.0), block("z", params.w_z, 1.0)]
     w_rec = getattr(params, "w_rec", None)
     if isinstance(params, ElmanParams):
         act = activation or _elman_activation(name)
@@ -565,6 +578,15 @@ def recurrent_diagnostics(cell: Cell, params: Any, *, activation: str | None = N
       gamma 1/4, 1/4, 1, 1/4). GRU: blocks r, z, n (gamma 1/4, 1/4, 1).
     - Any other cell with a ``w_rec`` of shape ``(m H, H)``: ``m`` blocks with
       ``gamma = 1`` (a valid bound for tanh, ReLU, linear and sigmoid alike).
+    - expRNN: ``"h"``, ``W = expm(a - a.T)`` (orthogonal: ``sigma_max = 1``),
+      gamma 1 (modReLU). AntisymmetricRNN: ``"h"``, ``w - w.T - gamma I``
+      (the matrix inside its tanh; the step Jacobian is
+      ``I + eps diag(tanh') (w - w.T - gamma I)``, see the ``rest_*`` fields).
+      IndRNN: ``"h"``, ``diag(u)`` with ``u`` clipped as the step reads it,
+      gamma 1 (ReLU). coRNN: ``"y"`` (``w_y``) and ``"z"`` (``w_z``), gamma 1
+      (tanh); like the gated cells its carry Jacobian has an identity path,
+      so the bound is a summary, not a vanishing criterion. A parametrised
+      cell's matrix is the one its ``parametrization`` derives (what the step reads).
     - ``rnnjax.stack``: the blocks of every layer, gates prefixed with the
       layer index (``"0.i"``, ``"1.h"``), summaries the largest over all.
     - Every cell: the step Jacobian at rest (zero carry, zero input; a stack's
@@ -583,7 +605,7 @@ def recurrent_diagnostics(cell: Cell, params: Any, *, activation: str | None = N
     """
     _check_step_cell(cell, "recurrent_diagnostics")
     v.check_params(cell, params)
-    blocks = _blocks(cell.name, params, activation)
+    blocks = _blocks(cell.name, _prepared_weights(cell, params), activation)
     jac = np.asarray(_rest_jacobian(cell, params), dtype=np.float64)
     nan = float("nan")
     return RecurrentDiagnostics(
@@ -594,6 +616,11 @@ def recurrent_diagnostics(cell: Cell, params: Any, *, activation: str | None = N
         rest_spectral_radius=float(np.max(np.abs(np.linalg.eigvals(jac)))),
         rest_sigma_max=float(np.linalg.norm(jac, 2)),
     )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _prepared_weights(cell, params):
+    return prepare(cell, params)[1]
 
 
 @functools.partial(jax.jit, static_argnums=0)

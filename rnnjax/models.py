@@ -41,7 +41,7 @@ import jax.numpy as jnp
 from rnnjax import _validate as v
 from rnnjax._batch import Batch
 from rnnjax._carry import flatten_carry
-from rnnjax._cells import Cell
+from rnnjax._cells import Cell, prepare
 from rnnjax._layers import Layer, LinearParams, backward_leaves, is_causal, layer, linear, probe, sequential, stack
 from rnnjax._layers import bidirectional as _bidirectional
 from rnnjax._unroll import unroll, unroll_batch
@@ -566,9 +566,11 @@ def seq2seq(encoder: Cell, decoder: Cell, output_size: int, *, loss: str = "xent
         else:
             x0 = jnp.zeros((batch, output_size), inputs.dtype)
 
+        step_cell, weights = prepare(decoder, params.decoder)  # once per decode, not per step
+
         def body(state, _):
             c, x = state
-            c, y = jax.vmap(decoder.step, in_axes=(None, 0, 0))(params.decoder, c, x)
+            c, y = jax.vmap(step_cell.step, in_axes=(None, 0, 0))(weights, c, x)
             out = readout.apply(params.readout, y)
             if loss == "xent":
                 x = jax.nn.one_hot(jnp.argmax(out, -1), dec_in, dtype=x.dtype)
@@ -755,12 +757,13 @@ def generate(
     dtype = params.readout.w.dtype
     xs = jax.nn.one_hot(prime[:-1], vocab, dtype=dtype)
     carry = cell.initial_carry()
+    step_cell, weights = prepare(cell, params.cell)  # a parametrised matrix is built once, not per token
     if prime.shape[0] > 1:
-        carry, _ = jax.lax.scan(lambda c, x: (cell.step(params.cell, c, x)[0], None), carry, xs)
+        carry, _ = jax.lax.scan(lambda c, x: (step_cell.step(weights, c, x)[0], None), carry, xs)
 
     def body(state, k):
         c, tok = state
-        c, y = cell.step(params.cell, c, jax.nn.one_hot(tok, vocab, dtype=dtype))
+        c, y = step_cell.step(weights, c, jax.nn.one_hot(tok, vocab, dtype=dtype))
         logits = params.readout.w @ y + params.readout.b
         if temperature == 0:
             nxt = jnp.argmax(logits).astype(jnp.int32)

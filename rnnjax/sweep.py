@@ -71,6 +71,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 RUN_AXIS = "run"
 METHODS = ("map", "vmap")
+MIN_CHUNK = 10  # shortest chunk of steps per compiled call used for progress reports (see _progress_chunk)
 SWEPT_FIELDS = ("init_gain", "seed", "lr")
 
 
@@ -131,128 +132,208 @@ def run_sweep(
     mesh: Mesh | None = None,
     method: str = "map",
     log: Callable[[str], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+    chunk: int | None = None,
 ) -> SweepResult:
-    """Train every configuration in one jitted program and evaluate each on the shared evaluation set.
+    """Train every configuration in one jitted program and evaluate each on its evaluation set.
+
+    The runs may differ in any setting that keeps the shapes of the training
+    state and of the batches (``group_key``): the seed, the learning rate and
+    the init gain, and also e.g. the clipping threshold, the optimizer, a
+    scalar task option. Runs that differ only in seed, learning rate and init
+    gain share one training function (the gain only enters the
+    initialisation, the learning rate is a value in the optimizer state);
+    each other combination of settings (a *variant*) has its own, and all of
+    them are one compiled program.
 
     Args:
-      configs: ``RunConfig``s that differ only in ``init_gain``, ``seed`` and
-        ``lr`` (e.g. from ``grid``). Their ``steps`` are run in one ``lax.scan``.
+      configs: ``RunConfig``s of one group (equal ``group_key``; e.g. from
+        ``grid``), with equal ``steps``.
       mesh: optional one-axis mesh (``run_mesh``, or any one-axis mesh such as
         ``rnnjax.distributed.batch_mesh``); the run axis is split over its
-        devices (runs are padded with copies of the last one to a multiple of
-        the device count; the copies are dropped).
+        devices (each variant's runs are padded with copies of its last one to
+        a multiple of the device count; the copies are dropped).
       method: ``"map"`` (default): runs one after another inside the compiled
         program, each row bitwise the separate ``rnnjax train`` run on any
-        backend. ``"vmap"``: vectorised over runs (see the module docstring
-        for what its rows equal).
+        backend. ``"vmap"``: vectorised over the runs of a variant (see the
+        module docstring for what its rows equal).
       log: optional ``print``-like callback for progress lines.
+      progress: optional callback ``progress(steps_done)``, called after every
+        chunk of training steps (a progress bar).
+      chunk: train in chunks of this many steps (one compiled program for the
+        chunk, called repeatedly: the same bits as one long scan, as a resumed
+        ``rnnjax train`` run, for chunks of ``MIN_CHUNK`` steps or more — XLA
+        compiles a one-step loop as straight-line code, fused differently);
+        default: all steps at once, or at least 10 chunks of at least
+        ``MIN_CHUNK`` steps when ``progress`` is given (else one call).
 
     Returns:
-      A ``SweepResult``.
+      A ``SweepResult``; ``rows[i]["config"]`` is ``configs[i].to_json()``.
 
     Raises:
-      ValueError: ``configs`` empty or differing in another field (named), or
-        an unknown ``method``.
+      ValueError: ``configs`` empty, with different ``steps``, or of
+        different groups (the differing fields named), or an unknown ``method``.
     """
     from rnnjax.train import build, compiler_options, run_key
 
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-    configs = list(configs)
+    configs = [c.validate() for c in configs]
     if not configs:
         raise ValueError("configs: expected at least one RunConfig, got none")
     base = configs[0]
-    for c in configs[1:]:
-        diff = [f.name for f in dataclasses.fields(base)
-                if f.name not in SWEPT_FIELDS and getattr(c, f.name) != getattr(base, f.name)]
-        if diff:
-            raise ValueError(f"configs: runs of one sweep may differ only in {SWEPT_FIELDS}; they differ in {diff}")
+    steps = base.steps
+    if any(c.steps != steps for c in configs):
+        raise ValueError(f"configs: runs of one sweep train the same number of steps; got {sorted({c.steps for c in configs})}")
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise ValueError(f"chunk: expected a positive integer (steps per compiled call) or None, got {chunk!r}")
     say = log or (lambda _msg: None)
     t_start = time.perf_counter()
     vectorised = method == "vmap"
 
-    # ---- one trainer per distinct gain: its init is the single-run init of that gain
-    gains = list(dict.fromkeys(c.init_gain for c in configs))
-    trainers = {g: build(dataclasses.replace(base, init_gain=g), batch_invariant=vectorised) for g in gains}
-    trainer = trainers[gains[0]]  # step/run/evaluate do not depend on the gain (it only enters init)
+    # ---- variants: one training function per combination of the settings other than seed, lr and gain
+    variants = list(dict.fromkeys(variant_key(c) for c in configs))
+    members = [[i for i, c in enumerate(configs) if variant_key(c) == v] for v in variants]
+    trainers = [build(v, batch_invariant=vectorised) for v in variants]
+    shapes = [group_signature(t) for t in trainers]
+    for v, s in zip(variants[1:], shapes[1:]):
+        if s != shapes[0]:
+            diff = variants[0].differences(v)
+            raise ValueError(f"configs: runs of one sweep must share the shapes of their training state and "
+                             f"batches (group_key); these differ in {diff}")
 
-    # ---- initial states: the jitted single-run init of each run's gain (one compilation per gain, as
-    # `rnnjax train` jits it), called with the run's key and learning rate
-    inits = {g: jax.jit(trainers[g].init) for g in gains}
-    states = _stack([inits[c.init_gain](run_key(c.seed), c.lr) for c in configs])
-    eval_batch = trainer.task.eval_batch()  # one evaluation set for every run (the shared eval_seed)
+    # ---- initial states: the jitted single-run init of each run's (variant, gain), as `rnnjax train` jits it,
+    # called with the run's key and learning rate
+    init_trainers = {}
+    for c in configs:
+        key = dataclasses.replace(variant_key(c), init_gain=c.init_gain)
+        if key not in init_trainers:
+            init_trainers[key] = (trainers[variants.index(variant_key(c))] if c.init_gain == variant_key(c).init_gain
+                                  else build(key, batch_invariant=vectorised))
+    inits = {k: jax.jit(t.init) for k, t in init_trainers.items()}
+
+    def init_state(c):
+        return inits[dataclasses.replace(variant_key(c), init_gain=c.init_gain)](run_key(c.seed), c.lr)
+
+    states = [_stack([init_state(configs[i]) for i in idx]) for idx in members]
+    eval_batches = [t.task.eval_batch() for t in trainers]  # one evaluation set per variant (its eval_seed)
     t_init = time.perf_counter()
 
-    # ---- pad to the device count and place the run axis
+    # ---- pad each variant to the device count and place the run axis
     n = len(configs)
-    pad = 0
+    pads = [0] * len(variants)
     if mesh is not None:
         if len(mesh.axis_names) != 1:
             raise ValueError(f"mesh: expected a one-axis mesh (run_mesh), got axes {mesh.axis_names}")
-        pad = (-n) % mesh.size
-        if pad:
-            states = jax.tree.map(lambda x: _pad_runs(x, pad), states)
         sharding = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+        pads = [(-len(idx)) % mesh.size for idx in members]
+        states = [jax.tree.map(lambda x, p=p: _pad_runs(x, p), s) if p else s for s, p in zip(states, pads)]
         states = jax.device_put(states, sharding)
-        in_shardings, out_shardings = (sharding,), (sharding, sharding)
-    else:
-        in_shardings = out_shardings = None
-    steps = base.steps
+    states = tuple(states)
 
-    def one(state):
-        return trainer.run(state, steps)
+    def mapped(fn):
+        if vectorised:
+            return jax.vmap(fn)
+        if mesh is None:
+            return functools.partial(jax.lax.map, fn)
+        spec = PartitionSpec(mesh.axis_names[0])  # every device maps over its own share of the runs
+        return jax.shard_map(functools.partial(jax.lax.map, fn), mesh=mesh, in_specs=spec, out_specs=spec,
+                             check_vma=False)
 
-    if vectorised:
-        train_all = jax.vmap(one)
-    elif mesh is None:
-        train_all = functools.partial(jax.lax.map, one)
-    else:  # every device maps over its own share of the runs
-        spec = PartitionSpec(mesh.axis_names[0])
-        train_all = jax.shard_map(functools.partial(jax.lax.map, one), mesh=mesh, in_specs=spec, out_specs=spec,
-                                  check_vma=False)
+    def program(num_steps):
+        runs = [mapped(lambda s, t=t: t.run(s, num_steps)) for t in trainers]
+        return lambda all_states: tuple(zip(*(run(s) for run, s in zip(runs, all_states))))
 
-    jit_kwargs = {} if mesh is None else {"in_shardings": in_shardings, "out_shardings": out_shardings}
+    chunk = min(chunk or (_progress_chunk(steps) if progress is not None else steps), steps)
     options = compiler_options() if vectorised else {}
-    say(f"sweep: compiling {n} runs x {steps} steps ({method})" +
-        (f" on {mesh.size} devices" if mesh is not None else ""))
-    compiled = jax.jit(train_all, **jit_kwargs).lower(states).compile(compiler_options=options)
+    jit_kwargs = {}
+    if mesh is not None:
+        jit_kwargs = {"in_shardings": (sharding,), "out_shardings": (sharding, sharding)}
+    say(f"sweep: compiling {n} runs ({len(variants)} variant{'s' * (len(variants) > 1)}) x {steps} steps "
+        f"({method})" + (f" on {mesh.size} devices" if mesh is not None else ""))
+    compiled = {chunk: jax.jit(program(chunk), **jit_kwargs).lower(states).compile(compiler_options=options)}
+    rest = steps % chunk
+    if rest:
+        compiled[rest] = jax.jit(program(rest), **jit_kwargs).lower(states).compile(compiler_options=options)
     t_compile = time.perf_counter()
     say("sweep: training")
-    states, metrics = compiled(states)
-    jax.block_until_ready(states)
+    done, pieces = 0, []
+    while done < steps:
+        size = min(chunk, steps - done)
+        states, metrics = compiled[size](states)
+        pieces.append(metrics)
+        done += size
+        jax.block_until_ready(states)
+        if progress is not None:
+            progress(done)
     t_train = time.perf_counter()
     # one run at a time: the evaluation is cheap, and so it is bitwise `rnnjax train`'s
-    evals = jax.jit(lambda p: jax.lax.map(lambda q: trainer.evaluate(q, eval_batch), p),
-                    compiler_options=options)(states.params)
-    evals, metrics, counters = jax.device_get(
-        (evals, metrics, (states.step, states.skipped, states.consecutive_skips)))
+    evals = jax.jit(lambda ps: tuple(jax.lax.map(lambda q, t=t, b=b: t.evaluate(q, b), p)
+                                     for t, b, p in zip(trainers, eval_batches, ps)),
+                    compiler_options=options)(tuple(s.params for s in states))
+    evals, pieces, counters = jax.device_get(
+        (evals, pieces, [(s.step, s.skipped, s.consecutive_skips) for s in states]))
     t_eval = time.perf_counter()
-    if pad:
-        states = jax.tree.map(lambda x: x[:n], states)
-        metrics = {k: v[:n] for k, v in metrics.items()}
-        evals = {k: v[:n] for k, v in evals.items()}
-        counters = tuple(c[:n] for c in counters)
+
+    # ---- back to the order of ``configs`` (dropping the padding copies)
+    order = [i for idx in members for i in idx]
+    where = {i: (v, j) for v, idx in enumerate(members) for j, i in enumerate(idx)}
+    metrics = {k: np.concatenate([np.concatenate([p[v][k] for p in pieces], axis=1)[: len(members[v])]
+                                  for v in range(len(variants))])
+               for k in pieces[0][0]}
+    inverse = np.argsort(order)
+    metrics = {k: m[inverse] for k, m in metrics.items()}
+    final = _stack([jax.tree.map(lambda x, j=where[i][1]: x[j], states[where[i][0]]) for i in range(n)])
 
     rows = []
     for i, c in enumerate(configs):
+        v, j = where[i]
         ran = ~np.asarray(metrics["halted"][i])
         last = np.flatnonzero(ran)
+        ev = evals[v]
         rows.append({
             "init_gain": c.init_gain,
             "seed": c.seed,
             "lr": c.lr,
             "eval_seed": c.eval_seed,
-            "eval_loss": _finite_or_none(evals["loss"][i]),
-            "eval_accuracy": _finite_or_none(evals["accuracy"][i]) if "accuracy" in evals else None,
-            "baseline_loss": trainer.task.baseline_loss,
+            "eval_loss": _finite_or_none(ev["loss"][j]),
+            "eval_accuracy": _finite_or_none(ev["accuracy"][j]) if "accuracy" in ev else None,
+            "baseline_loss": trainers[v].task.baseline_loss,
             "final_train_loss": _finite_or_none(metrics["loss"][i][last[-1]]) if last.size else None,
-            "skipped_steps": int(counters[1][i]),
-            "steps": int(counters[0][i]),
-            "status": "stopped_non_finite" if base.max_skips and int(counters[2][i]) >= base.max_skips else "completed",
+            "skipped_steps": int(counters[v][1][j]),
+            "steps": int(counters[v][0][j]),
+            "status": ("stopped_non_finite" if c.max_skips and int(counters[v][2][j]) >= c.max_skips
+                       else "completed"),
+            "config": c.to_json(),
         })
     timing = {"init_s": t_init - t_start, "compile_s": t_compile - t_init, "train_s": t_train - t_compile,
               "eval_s": t_eval - t_train, "total_s": t_eval - t_start}
-    return SweepResult(rows, states, metrics, timing)
+    return SweepResult(rows, final, metrics, timing)
+
+
+def variant_key(config: Any) -> Any:
+    """``config`` with seed, learning rate and init gain set to fixed values: runs with equal keys train with
+    one function (the gain only enters the initialisation; the learning rate is a value in the optimizer state)."""
+    return dataclasses.replace(config, seed=0, lr=1e-3, init_gain=1.0)
+
+
+def group_signature(trainer: Any) -> Any:
+    """Shapes and dtypes of a trainer's state and of its training batch: what runs of one sweep share."""
+    from rnnjax.train import run_key
+
+    state = jax.eval_shape(trainer.init, run_key(0), 1e-3)
+    batch = jax.eval_shape(lambda k: trainer.task.sample(k, trainer.batch_size), run_key(0))
+    return jax.tree.structure((state, batch)), tuple((x.shape, x.dtype) for x in jax.tree.leaves((state, batch)))
+
+
+def group_key(config: Any) -> Any:
+    """A hashable key equal for configs that can share one sweep (``run_sweep``): the same model and data
+    shapes. Settings that only change values (seed, learning rate, init gain, clipping threshold, optimizer
+    hyper-parameters, scalar task options) keep the key; the cell, hidden size, sequence length, batch
+    size, optimizer kind, layers or steps change it."""
+    from rnnjax.train import build
+
+    return (config.steps,) + group_signature(build(variant_key(config)))
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -276,6 +357,15 @@ def _values(name, values, kind, positive=False):
     return out
 
 
+def _progress_chunk(steps: int) -> int:
+    """Steps per call for progress reports: the largest divisor of ``steps`` giving at least 10 calls (one
+    compiled program) if it is at least ``MIN_CHUNK``, else all steps in one call. XLA simplifies a
+    very short loop (a scan of one step becomes straight-line code, fused differently), which would
+    change the bits of a run; ``MIN_CHUNK`` keeps the chunked run equal to the unchunked one."""
+    best = max(d for d in range(1, max(1, steps // 10) + 1) if steps % d == 0)
+    return best if best >= MIN_CHUNK else steps
+
+
 def _stack(trees):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
@@ -289,4 +379,5 @@ def _finite_or_none(x):
     return x if math.isfinite(x) else None
 
 
-__all__ = ["METHODS", "RUN_AXIS", "SweepResult", "grid", "run_mesh", "run_sweep"]
+__all__ = ["METHODS", "RUN_AXIS", "SweepResult", "grid", "group_key", "group_signature", "run_mesh", "run_sweep",
+           "variant_key"]

