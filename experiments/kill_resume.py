@@ -80,6 +80,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--kills", type=int, default=10, help="kills per trial")
     p.add_argument("--seed", type=int, default=0, help="seed of the kill schedule")
     p.add_argument("--save-pause", type=float, default=0.3, help="seconds each checkpoint write waits before rename")
+    p.add_argument("--steps", type=int, default=2500, help="training steps of each run (a checkpoint every 100)")
+    p.add_argument("--alternate", action="store_true",
+                   help="kill during a checkpoint write and during steps in turn (save first) instead of at random")
     return p.parse_args(argv)
 
 
@@ -128,21 +131,33 @@ def _final(out: str) -> tuple[dict, float]:
     return ckpt.read_leaves(os.path.join(out, "checkpoint.msgpack")), summary["eval"]["loss"]
 
 
-def trial(out: str, *, kills: int, rng: random.Random, cache: str, pause: float) -> dict:
-    """One reference run and one run killed ``kills`` times; returns the trial's row."""
+def _run(steps: int) -> list[str]:
+    """``RUN`` with ``--steps steps``."""
+    run = list(RUN)
+    run[run.index("--steps") + 1] = str(steps)
+    return run
+
+
+def trial(out: str, *, kills: int, rng: random.Random, cache: str, pause: float, steps: int = 2500,
+          alternate: bool = False) -> dict:
+    """One reference run and one run killed ``kills`` times; returns the trial's row.
+
+    ``alternate``: the kills fall during a checkpoint write and during steps in turn (save first), not at random.
+    """
     ref, victim = os.path.join(out, "reference"), os.path.join(out, "killed")
-    done = Child([*RUN, "--out", ref], _env(cache, 0.0))
+    run = _run(steps)
+    done = Child([*run, "--out", ref], _env(cache, 0.0))
     if done.proc.wait() != 0:
         raise RuntimeError(f"reference run failed: {done.lines[-3:]}")
     kinds, starts = [], []
     for k in range(kills + 1):
         resume = ["--resume"] if os.path.exists(os.path.join(victim, "config.json")) else []
-        child = Child([*RUN, "--out", victim, *resume], _env(cache, pause))
+        child = Child([*run, "--out", victim, *resume], _env(cache, pause))
         if k == kills:  # the last resume runs to the end
             if child.proc.wait() != 0:
                 raise RuntimeError(f"final resume failed: {child.lines[-3:]}")
             break
-        kind = rng.choice(["steps", "save"])
+        kind = ("save", "steps")[k % 2] if alternate else rng.choice(["steps", "save"])
         target = rng.randint(1, 2)  # which of this process's checkpoint writes (the first is step 0 or the next)
         if kind == "save":  # inside the pause of a checkpoint write: after the temporary file, before the rename
             child.wait_for(lambda c: c.saving >= target)
@@ -176,7 +191,8 @@ def main(argv=None) -> int:
         for i in range(args.trials):
             work = os.path.join(args.out, f"trial{i}")
             shutil.rmtree(work, ignore_errors=True)
-            row = trial(work, kills=args.kills, rng=rng, cache=cache, pause=args.save_pause)
+            row = trial(work, kills=args.kills, rng=rng, cache=cache, pause=args.save_pause, steps=args.steps,
+                        alternate=args.alternate)
             rows.append(row)
             print(f"trial {i}: kills {row['kills']} resumed from {row['resumed_from_steps']} "
                   f"bitwise {row['bitwise']}", flush=True)
@@ -191,7 +207,7 @@ def main(argv=None) -> int:
         "bitwise_trials": sum(r["bitwise"] for r in rows),
         "temporary_files_left": sum(len(r["temporary_files_left"]) for r in rows),
         "wall_time_s": round(time.perf_counter() - t0, 1),
-        "run": RUN,
+        "run": _run(args.steps),
         "rows": rows,
     }
     with open(os.path.join(args.out, "results.json"), "w") as f:

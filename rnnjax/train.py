@@ -398,6 +398,7 @@ class RunConfig:
     seed: int = _field(0, "seed of the parameters and the training data order")
     eval_seed: int = _field(0, "seed of the task's evaluation set (the same for every --seed)")
     optimizer: str = _field("adam", "adam, sgd, rmsprop or adamw")
+    momentum: float = _field(0.0, "momentum of sgd or rmsprop (0 = none; adam's is its b1)")
     tbptt: int | None = _field(None, "truncated BPTT in chunks of K steps (state carried across batches for "
                                "streaming tasks)", metavar="K")
     remat: int = _field(0, "recompute the forward in the backward pass: checkpointed segments of K steps "
@@ -459,6 +460,11 @@ class RunConfig:
                 raise ValueError(f"{name}: expected a bool, got {getattr(self, name)!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer: unknown optimizer {self.optimizer!r}; expected one of {sorted(OPTIMIZERS)}")
+        number("momentum", False)
+        if self.momentum >= 1:
+            raise ValueError(f"momentum: expected a number in [0, 1), got {self.momentum!r}")
+        if self.momentum and self.optimizer not in ("sgd", "rmsprop"):
+            raise ValueError(f"momentum: optimizer {self.optimizer!r} takes none (only sgd and rmsprop; adam's is b1)")
         return self
 
     def to_json(self) -> dict:
@@ -535,7 +541,9 @@ def build(config: RunConfig, *, batch_invariant: bool = False) -> Trainer:
     make_cell(config.cell, 1, 1, init_gain=config.init_gain)  # validates name and gain early
     factory = functools.partial(make_cell, config.cell, init_gain=config.init_gain)
     model = for_task(task, factory, config.hidden, **_model_options(config))
-    optimizer = make_optimizer(config.lr, clip=config.clip, name=config.optimizer)
+    # momentum, when set, is an injected hyper-parameter like the learning rate (a value in the state)
+    extra = {"momentum": config.momentum} if config.momentum else {}
+    optimizer = make_optimizer(config.lr, clip=config.clip, name=config.optimizer, **extra)
     streaming = config.tbptt is not None and task.stream is not None
     return make_trainer(model, task, optimizer, batch_size=config.batch_size, max_skips=config.max_skips,
                         streaming=streaming, batch_invariant=batch_invariant)

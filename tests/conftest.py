@@ -24,3 +24,14 @@ def compilation_cache(tmp_path_factory):
     yield
     jax.config.update("jax_compilation_cache_dir", old[0])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+
+
+def pytest_configure(config):
+    """Under ``-n N`` (xdist's default ``--dist load``) honour ``xdist_group`` marks (``--dist loadgroup``).
+
+    A module whose tests share an expensive module-scoped fixture (test_distributed's 4-device subprocess)
+    marks them ``pytest.mark.xdist_group(...)``, so the fixture runs on one worker, not once per worker.
+    Tests without the mark are scheduled as before.
+    """
+    if getattr(config.option, "dist", "no") == "load":
+        config.option.dist = "loadgroup"

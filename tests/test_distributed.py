@@ -26,6 +26,9 @@ from rnnjax.train import make_train_step
 
 REL = 1e-4
 
+# one worker runs this module under -n N (tests/conftest.py): the 4-device subprocess fixture then runs once
+pytestmark = pytest.mark.xdist_group("distributed")
+
 
 def _run_python(code: str, *, devices: int, timeout: int = 240, extra_env=None) -> dict:
     env = dict(os.environ)
@@ -156,8 +159,12 @@ print(json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def four_devices():
-    return _run_python(_FOUR_DEVICE_SCRIPT, devices=4)
+def four_devices(tmp_path_factory):
+    # a persistent compilation cache inside the subprocess: `rnnjax train --devices 4` compiles the same
+    # init/run/evaluate programs as the library's 4-device run above it, and loads them instead
+    cache = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache_4dev")),
+             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    return _run_python(_FOUR_DEVICE_SCRIPT, devices=4, extra_env=cache)
 
 
 def test_four_devices_equal_one_device_on_adding(four_devices):

@@ -223,3 +223,19 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path, capsys):
         assert rc == 2 and message in err, err
         assert len(err.strip().splitlines()) == 1
         assert not (tmp_path / "new").exists()
+
+
+def test_momentum_is_a_value_setting_and_checked():
+    base = dataclasses.replace(TINY, optimizer="sgd", momentum=0.9)
+    spec = study.make_spec(base, {"momentum": [0.9, 0.5]}, seeds=(0,))
+    (_, members), = study.plan_groups(spec)
+    configs = [c for _, _, c in members]
+    result = sweep.run_sweep(configs)
+    for i, config in enumerate(configs):
+        state, _ = _single_run(config)
+        chex.assert_trees_all_equal(jax.tree.map(lambda x: x[i], result.states.params), state.params)
+        assert float(state.opt_state[-1].hyperparams["momentum"]) == pytest.approx(config.momentum)
+    with pytest.raises(ValueError, match="momentum: optimizer 'adam' takes none"):
+        dataclasses.replace(TINY, momentum=0.5).validate()
+    with pytest.raises(ValueError, match=r"momentum: expected a number in \[0, 1\)"):
+        dataclasses.replace(base, momentum=1.0).validate()
