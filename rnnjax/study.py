@@ -320,7 +320,7 @@ def _train_group(spec: StudySpec, members: list, progress: Callable[[int], None]
     import jax
 
     from rnnjax.sweep import run_sweep, variant_key
-    from rnnjax.train import build, run_key
+    from rnnjax.train import build
 
     configs = [c for _, _, c in members]
     result = run_sweep(configs, method=spec.method, progress=progress)
@@ -338,12 +338,7 @@ def _train_group(spec: StudySpec, members: list, progress: Callable[[int], None]
             by_variant.setdefault(variant_key(c), []).append(i)
         for key, idx in by_variant.items():
             trainer = build(key)
-            inits = {}
-            for i in idx:  # the run's initial parameters: the single-run init of its gain, key and lr
-                c = configs[i]
-                if c.init_gain not in inits:
-                    inits[c.init_gain] = jax.jit(build(dataclasses.replace(key, init_gain=c.init_gain)).init)
-            start = [inits[configs[i].init_gain](run_key(configs[i].seed), configs[i].lr).params for i in idx]
+            start = [jax.tree.map(lambda x, i=i: x[i], result.initial_params) for i in idx]
             end = [jax.tree.map(lambda x, i=i: x[i], result.states.params) for i in idx]
             summarize = _gradflow_summarizer(trainer)
             for i, a, b in zip(idx, start, end):
@@ -588,11 +583,19 @@ def to_markdown(result: StudyResult) -> str:
         cells += [per_seed, solved, str(c["diverged"]), moments("lambda_max"), moments("decay_rate")]
         lines.append("| " + " | ".join(cells) + " |")
     base = spec.base
+    swept = {n for n, _ in spec.axes}
+    shared = [f"{label} {value}" for name, label, value in (
+        ("batch_size", "batch", base.batch_size), ("hidden", "hidden", base.hidden), ("lr", "lr", f"{base.lr:g}"),
+        ("clip", "clip", f"{base.clip:g}"), ("optimizer", "", base.optimizer),
+        ("momentum", "momentum", f"{base.momentum:g}")) if name not in swept and not (name == "momentum"
+                                                                                   and not base.momentum)]
+    baselines = {c["baseline_loss"] for c in result.configurations}
+    baseline = (f"baseline loss {_fmt(next(iter(baselines)))}" if len(baselines) == 1 else
+                "baseline loss per row")
     lines.append("")
     lines.append(f"Task {base.task}, {len(spec.seeds)} seeds ({', '.join(map(str, spec.seeds))}), "
-                 f"{base.steps} steps, batch {base.batch_size}, hidden {base.hidden}, lr {base.lr:g}, "
-                 f"clip {base.clip:g}, {base.optimizer}; solved: {spec.solved}; "
-                 f"baseline loss {_fmt(result.configurations[0]['baseline_loss'])}. "
+                 f"{base.steps} steps, {', '.join(x.strip() for x in shared)}; solved: {spec.solved}; "
+                 f"{baseline}. "
                  "CI95: half-width of the Student-t 95 % interval over seeds; diverged seeds are excluded "
                  "from the mean and count as unsolved.")
     return "\n".join(lines) + "\n"
@@ -712,6 +715,11 @@ def plot_metric(result: StudyResult, axis: str | None, path: str, metric: str = 
     for label, configs in lines.items():
         configs = sorted(configs, key=lambda c: c["settings"][axis])
         _band(ax, [c["settings"][axis] for c in configs], [c["metrics"].get(metric) for c in configs], label)
+        for c in configs:  # a mean over the survivors only: say so on the point
+            stat = c["metrics"].get(metric) or {}
+            if c["diverged"] and stat.get("mean") is not None:
+                ax.annotate(f"{c['diverged']}/{c['seeds']} diverged", (c["settings"][axis], stat["mean"]),
+                            textcoords="offset points", xytext=(4, 4), fontsize=7)
     baseline = result.configurations[0]["baseline_loss"]
     if metric == "eval_loss" and baseline is not None and len({c["baseline_loss"] for c in result.configurations}) == 1:
         ax.axhline(baseline, color="gray", ls="--", lw=1, label="baseline")

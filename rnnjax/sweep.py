@@ -86,12 +86,14 @@ class SweepResult(NamedTuple):
       states: the final ``TrainState`` of every run stacked on a leading axis R.
       metrics: per-step training metrics, each ``(R, steps)``.
       timing: ``{"init_s", "compile_s", "train_s", "eval_s", "total_s"}`` wall seconds.
+      initial_params: every run's parameters before training, stacked like ``states.params``.
     """
 
     rows: list
     states: Any
     metrics: dict
     timing: dict
+    initial_params: Any = None
 
 
 def grid(base: Any, *, init_gains: Sequence[float] | None = None, seeds: Sequence[int] | None = None,
@@ -216,6 +218,7 @@ def run_sweep(
         return inits[dataclasses.replace(variant_key(c), init_gain=c.init_gain)](run_key(c.seed), c.lr)
 
     states = [_stack([init_state(configs[i]) for i in idx]) for idx in members]
+    start_params = [s.params for s in states]
     eval_batches = [t.task.eval_batch() for t in trainers]  # one evaluation set per variant (its eval_seed)
     t_init = time.perf_counter()
 
@@ -284,6 +287,7 @@ def run_sweep(
     inverse = np.argsort(order)
     metrics = {k: m[inverse] for k, m in metrics.items()}
     final = _stack([jax.tree.map(lambda x, j=where[i][1]: x[j], states[where[i][0]]) for i in range(n)])
+    initial = _stack([jax.tree.map(lambda x, j=where[i][1]: x[j], start_params[where[i][0]]) for i in range(n)])
 
     rows = []
     for i, c in enumerate(configs):
@@ -308,7 +312,7 @@ def run_sweep(
         })
     timing = {"init_s": t_init - t_start, "compile_s": t_compile - t_init, "train_s": t_train - t_compile,
               "eval_s": t_eval - t_train, "total_s": t_eval - t_start}
-    return SweepResult(rows, final, metrics, timing)
+    return SweepResult(rows, final, metrics, timing, initial)
 
 
 def variant_key(config: Any) -> Any:

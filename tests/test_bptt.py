@@ -33,7 +33,7 @@ def test_hand_written_bptt_equals_jax_grad(activation, recurrent_bias):
         _, ys = rnnjax.unroll(cell, p, xs, c0)
         return loss_of_outputs(ys)
 
-    g_params, g_h0 = jax.grad(loss, argnums=(0, 1))(params, h0)
+    g_params, g_h0 = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, h0)  # jitted: eager grad runs op by op
     _, hs = elman_forward(params, xs, h0, activation)
     dys = jax.grad(loss_of_outputs)(hs)
     manual = elman_bptt(params, xs, h0, dys, activation)

@@ -101,20 +101,20 @@ def test_killed_study_resumes_without_retraining_finished_groups(tmp_path, monke
 
     monkeypatch.setattr(study, "_train_group", dies_in_second_group)
     with pytest.raises(KeyboardInterrupt):
-        study.run_study(TINY, axes, seeds=(0, 1), out=out, progress=False)
+        study.run_study(TINY, axes, seeds=(0, 1), out=out, progress=False, gradflow=False)
     assert len(os.listdir(out / "groups")) == 1 and not (out / "study.json").exists()
     calls.clear()
     monkeypatch.setattr(study, "_train_group", lambda *a: (calls.append(a[1][0][2].cell), real(*a))[1])
     lines = []
-    resumed = study.run_study(TINY, axes, seeds=(0, 1), out=out, progress=False, log=lines.append)
+    resumed = study.run_study(TINY, axes, seeds=(0, 1), out=out, progress=False, log=lines.append, gradflow=False)
     assert calls == ["gru"]  # only the unfinished group trained again
     assert any("done before, loaded" in line for line in lines)
-    fresh = study.run_study(TINY, axes, seeds=(0, 1), progress=False)
+    fresh = study.run_study(TINY, axes, seeds=(0, 1), progress=False, gradflow=False)
     assert [r["eval_loss"] for c in resumed.configurations for r in c["runs"]] == \
         [r["eval_loss"] for c in fresh.configurations for r in c["runs"]]
     # the same study again: everything loaded, nothing trained
     calls.clear()
-    study.run_study(TINY, axes, seeds=(0, 1), out=out, progress=False)
+    study.run_study(TINY, axes, seeds=(0, 1), out=out, progress=False, gradflow=False)
     assert calls == []
 
 
@@ -169,7 +169,8 @@ def test_a_registered_user_cell_is_studied_like_a_built_in_one():
 
     rnnjax.register_cell("leaky-study-test", leaky, overwrite=True)
     try:
-        result = study.run_study(TINY, {"cell": ["leaky-study-test", "elman-tanh"]}, seeds=(0, 1), progress=False)
+        result = study.run_study(dataclasses.replace(TINY, cell="leaky-study-test"), None, seeds=(0, 1),
+                                 progress=False)
         mine = result.configurations[0]
         state, evaluation = _single_run(dataclasses.replace(TINY, cell="leaky-study-test", seed=1))
         assert mine["runs"][1]["eval_loss"] == float(evaluation["loss"])
@@ -235,6 +236,8 @@ def test_momentum_is_a_value_setting_and_checked():
         state, _ = _single_run(config)
         chex.assert_trees_all_equal(jax.tree.map(lambda x: x[i], result.states.params), state.params)
         assert float(state.opt_state[-1].hyperparams["momentum"]) == pytest.approx(config.momentum)
+        start = jax.jit(build(config).init)(run_key(config.seed), config.lr).params  # what gradflow_init reads
+        chex.assert_trees_all_equal(jax.tree.map(lambda x: x[i], result.initial_params), start)
     with pytest.raises(ValueError, match="momentum: optimizer 'adam' takes none"):
         dataclasses.replace(TINY, momentum=0.5).validate()
     with pytest.raises(ValueError, match=r"momentum: expected a number in \[0, 1\)"):

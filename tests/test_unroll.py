@@ -71,16 +71,21 @@ def test_unroll_options_same_values_and_grads(name):
         c, ys = rnnjax.unroll(cell, p, x, **kw)
         return jnp.sum(ys**2) + sum(jnp.sum(leaf) for leaf in jax.tree.leaves(c))
 
-    ref_l, ref_g = jax.value_and_grad(loss)(params, xs)
-    for kw in ({"unroll": 4}, {"remat": True}, {"unroll": 3, "remat": True}, {"remat": 3}, {"remat": 2, "unroll": 2}):
-        l, g = jax.jit(jax.value_and_grad(functools.partial(loss, **kw)))(params, xs)
+    ref_l, ref_g = jax.jit(jax.value_and_grad(loss))(params, xs)
+    variants = ({"unroll": 4}, {"remat": True}, {"unroll": 3, "remat": True}, {"remat": 3}, {"remat": 2, "unroll": 2})
+    # all variants in one program: one XLA compilation instead of five (~12 % less compile time)
+    every = jax.jit(lambda p, x: [jax.value_and_grad(functools.partial(loss, **kw))(p, x) for kw in variants])
+    for l, g in every(params, xs):
         chex.assert_trees_all_close(l, ref_l, atol=1e-12, rtol=1e-12)
         chex.assert_trees_all_close(g, ref_g, atol=1e-12, rtol=1e-12)
 
 
-@pytest.mark.parametrize("segment, reverse", [(1, False), (3, True), (4, False), (T, True), (100, False)])
-def test_segment_remat_with_lengths(segment, reverse):
-    """remat=k (checkpointed segments, incl. a shorter last one) = plain autodiff, static and traced lengths."""
+@functools.cache
+def _segment_remat_programs(reverse):
+    """The LSTM's params and jitted ``value_and_grad`` programs, shared by every segment length of one direction.
+
+    The plain-autodiff reference (``remat=False``) compiles once per length here, not once per test case.
+    """
     cell, params, xs = _setup("lstm")
 
     def loss(p, n, remat):
@@ -88,9 +93,16 @@ def test_segment_remat_with_lengths(segment, reverse):
         return jnp.sum(ys**2 * jnp.arange(1, T + 1)[:, None]) + jnp.sum(c.c)
 
     traced = jax.jit(jax.value_and_grad(loss), static_argnums=2)  # one program per remat, not per eager scan
+    static = {n: jax.jit(jax.value_and_grad(lambda p, r, n=n: loss(p, n, r)), static_argnums=1) for n in (T, T - 3)}
+    return params, traced, static
+
+
+@pytest.mark.parametrize("segment, reverse", [(1, False), (3, True), (4, False), (T, True), (100, False)])
+def test_segment_remat_with_lengths(segment, reverse):
+    """remat=k (checkpointed segments, incl. a shorter last one) = plain autodiff, static and traced lengths."""
+    params, traced, static = _segment_remat_programs(reverse)
     for n in (T, T - 3, jnp.asarray(T - 2)):
-        vg = traced if isinstance(n, jax.Array) else jax.jit(jax.value_and_grad(lambda p, r, n=n: loss(p, n, r)),
-                                                              static_argnums=1)
+        vg = traced if isinstance(n, jax.Array) else static[n]
         args = (params, n) if isinstance(n, jax.Array) else (params,)
         want = vg(*args, False)
         chex.assert_trees_all_close(vg(*args, segment), want, atol=1e-12, rtol=1e-12)
@@ -123,12 +135,12 @@ def test_remat_argument_is_checked(bad):
 @pytest.mark.parametrize("reverse", [False, True])
 def test_length_semantics_static_and_traced(name, reverse):
     cell, params, xs = _setup(name)
+    run = jax.jit(lambda p, x, n: rnnjax.unroll(cell, p, x, length=n, reverse=reverse))  # one program, traced n
     for length in (0, 1, 4, T):
         want_c, want_y = _loop_masked(cell, params, xs, length, reverse)
         got_c, got_y = rnnjax.unroll(cell, params, xs, length=length, reverse=reverse)
         chex.assert_trees_all_close(got_y, want_y, atol=1e-12)
         chex.assert_trees_all_close(got_c, want_c, atol=1e-12)
-        run = jax.jit(lambda p, x, n: rnnjax.unroll(cell, p, x, length=n, reverse=reverse))
         got_c, got_y = run(params, xs, jnp.asarray(length))
         chex.assert_trees_all_close(got_y, want_y, atol=1e-12)
         chex.assert_trees_all_close(got_c, want_c, atol=1e-12)
@@ -175,13 +187,13 @@ def test_gradients_match_finite_differences(name):
         carry, ys = rnnjax.unroll(cell, p, x, c)
         return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(carry))
 
-    check_grads(f, (params, xs, h0), order=2, modes=("rev",), atol=1e-5, rtol=1e-5, eps=1e-5)
+    check_grads(jax.jit(f), (params, xs, h0), order=2, modes=("rev",), atol=1e-5, rtol=1e-5, eps=1e-5)
 
 
 def test_gradients_with_traced_length_match_finite_differences():
     cell, params, xs = _setup("gru")
     f = lambda p, x: jnp.sum(rnnjax.unroll(cell, p, x, length=jnp.asarray(6), reverse=True)[1] ** 3)
-    check_grads(f, (params, xs), order=1, modes=("rev",), atol=1e-5, rtol=1e-5)
+    check_grads(jax.jit(f), (params, xs), order=1, modes=("rev",), atol=1e-5, rtol=1e-5)
 
 
 def test_float32_and_float64_end_to_end():
