@@ -186,7 +186,8 @@ def run_sweep(
     base = configs[0]
     steps = base.steps
     if any(c.steps != steps for c in configs):
-        raise ValueError(f"configs: runs of one sweep train the same number of steps; got {sorted({c.steps for c in configs})}")
+        raise ValueError("configs: runs of one sweep train the same number of steps; got "
+                         f"{sorted({c.steps for c in configs})}")
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
         raise ValueError(f"chunk: expected a positive integer (steps per compiled call) or None, got {chunk!r}")
     say = log or (lambda _msg: None)

@@ -229,7 +229,7 @@ def test_gradflow_on_a_task_that_cannot_use_it_is_refused_before_writing(tmp_pat
 
 
 def test_bidirectional_two_layer_digits_run_resumes_exactly(tmp_path):
-    args = ["train", "--task", "digits", "--cell", "gru", "--bidirectional", "--layers", "2", "--dropout", "0.1",
+    args = ["train", "--task", "digits", "--cell", "elman-tanh", "--bidirectional", "--layers", "2", "--dropout", "0.1",
             "--hidden", "4", "--batch-size", "8", "--eval-every", "2"]
     whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
     assert main([*args, "--steps", "4", "--out", whole]) == 0
