@@ -13,7 +13,6 @@ TINY = ["--task", "adding", "--cell", "elman-tanh", "--hidden", "4", "--seq-len"
         "--lr", "1e-2", "--clip", "1.0", "--seed", "3", "--task-option", "eval_size=64"]
 
 
-pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 def _json(path):

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.xdist_group("distributed")
 
 def _run_python(code: str, *, devices: int, timeout: int = 240, extra_env=None) -> dict:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
     env.pop("JAX_NUM_CPU_DEVICES", None)
     env.update(extra_env or {})
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
@@ -160,11 +160,9 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def four_devices(tmp_path_factory):
-    # a persistent compilation cache inside the subprocess: `rnnjax train --devices 4` compiles the same
-    # init/run/evaluate programs as the library's 4-device run above it, and loads them instead
-    cache = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache_4dev")),
-             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-    return _run_python(_FOUR_DEVICE_SCRIPT, devices=4, extra_env=cache)
+    # the session's persistent compilation cache (conftest) reaches the subprocess: `rnnjax train --devices 4`
+    # compiles the same init/run/evaluate programs as the library's 4-device run above it, and loads them instead
+    return _run_python(_FOUR_DEVICE_SCRIPT, devices=4)
 
 
 def test_four_devices_equal_one_device_on_adding(four_devices):

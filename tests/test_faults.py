@@ -54,7 +54,7 @@ def test_two_runs_started_together_exactly_one_proceeds(tmp_path):
     assert sorted(codes.values()) == [0, 2], {lr: p.stderr.read()[-500:] for lr, p in procs.items()}
     loser = next(lr for lr, c in codes.items() if c == 2)
     winner = next(lr for lr, c in codes.items() if c == 0)
-    assert ended[loser] < 5.0
+    assert ended[loser] < ended[winner]  # refused at the lock, before compiling anything (no wall-clock bound)
     assert out in procs[loser].stderr.read()
     config = json.loads(open(os.path.join(out, "config.json")).read())
     assert config["lr"] == float(winner)

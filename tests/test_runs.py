@@ -18,7 +18,6 @@ TINY = ["--task", "adding", "--cell", "elman-tanh", "--hidden", "4", "--seq-len"
         "--lr", "1e-2", "--seed", "1", "--task-option", "eval_size=32"]
 
 
-pytestmark = pytest.mark.usefixtures("compilation_cache")
 
 
 def _snapshot(d):

@@ -190,7 +190,8 @@ def test_run_axis_sharded_over_three_devices_equals_unsharded(cli_sweep, tmp_pat
             "--out", str(out)]
     code = f"import sys; from rnnjax.cli import main; sys.exit(main({argv!r}))"
     # same numeric mode as this test process (conftest enables x64)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=3", JAX_ENABLE_X64="1")
+    env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=3",
+               JAX_ENABLE_X64="1")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out / "sweep.json") as f:
