@@ -5,7 +5,7 @@ A cell is a ``Cell(init, initial_carry, step)`` of pure functions;
 is backpropagation through time.
 """
 
-from rnnjax import gradflow, initializers, interop, tasks
+from rnnjax import dynamics, gradflow, initializers, interop, tasks
 from rnnjax._cells import (
     ACTIVATIONS,
     Cell,
@@ -50,7 +50,7 @@ from rnnjax._longmemory import (
 from rnnjax._modern import LRUParams, MinGRUParams, MinLSTMParams, lru, lru_eigenvalues, mingru, minlstm
 from rnnjax._registry import CELLS, make_cell, register_cell
 from rnnjax._unroll import unroll, unroll_batch
-from rnnjax import checkpoint, distributed, models, study, sweep, train
+from rnnjax import checkpoint, distributed, models, search, study, sweep, train
 from rnnjax.models import Model, many_to_many, many_to_one, one_to_many, seq2seq
 from rnnjax.train import Trainer, TrainState, make_optimizer, make_train_step, make_trainer
 
@@ -88,6 +88,7 @@ __all__ = [
     "checkpoint",
     "cornn",
     "distributed",
+    "dynamics",
     "elman",
     "exprnn",
     "gradflow",
@@ -114,6 +115,7 @@ __all__ = [
     "parametrized_cell",
     "prepare",
     "register_cell",
+    "search",
     "seq2seq",
     "sequential",
     "stack",

@@ -14,6 +14,8 @@ class Batch(NamedTuple):
 
     - many_to_one: ``inputs (B, T, I)``; ``targets (B,)`` int class or ``(B, O)`` float.
     - many_to_many: ``inputs (B, T, I)``; ``targets (B, T)`` int or ``(B, T, O)`` float.
+    - token tasks (``sentiment``, ``wordlm``): ``inputs (B, T)`` int32 ids in ``[0, V)`` instead of
+      ``(B, T, I)`` vectors (``rnnjax.models.read_tokens``).
     - one_to_many: ``inputs (B, I)`` one vector; ``targets (B, T)`` int or ``(B, T, O)``.
     - seq2seq: ``inputs (B, T_in, I)``; ``targets (B, T_out)`` int tokens or ``(B, T_out, O)``.
 

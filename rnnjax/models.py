@@ -16,8 +16,10 @@ batch's ``input_lengths`` / ``target_lengths``:
 ``rnnjax.sequential(..., dropout=p)``); dropout acts only when ``loss`` gets a ``key``.
 ``grad_profile`` gives the per-step gradient norms ``||dL/dc_t||`` of a model's own loss.
 
-Losses are ``"mse"`` (float targets, mean over valid steps and output units) or
-``"xent"`` (integer class targets, mean cross-entropy over valid steps).
+Losses are ``"mse"`` (float targets, mean over valid steps and output units),
+``"xent"`` (integer class targets, mean cross-entropy over valid steps) or
+``"bce"`` (multi-label 0/1 targets: Bernoulli negative log-likelihood summed over
+the output units, mean over valid steps — e.g. nats per piano-roll frame).
 
 Truncated BPTT: ``tbptt=K`` runs the recurrence in chunks of K steps and stops
 the gradient of the carry at every chunk boundary (the forward values are
@@ -47,15 +49,18 @@ from rnnjax._layers import bidirectional as _bidirectional
 from rnnjax._unroll import unroll, unroll_batch
 from rnnjax.gradflow import carry_grad_norms
 
-LOSSES = ("mse", "xent")
+LOSSES = ("mse", "xent", "bce")
 ONE_TO_MANY_FEEDS = ("state", "input", "both")
+POOLS = ("last", "mean")
 
 
 class ModelParams(NamedTuple):
-    """Parameters of ``many_to_one`` / ``many_to_many``: ``cell`` and the ``readout`` (O, H)."""
+    """Parameters of ``many_to_one`` / ``many_to_many``: ``cell``, the ``readout`` (O, H) and the
+    ``embedding`` (V, E) of a model built with ``vocab_size`` (None otherwise)."""
 
     cell: Any
     readout: LinearParams
+    embedding: jax.Array | None = None
 
 
 class OneToManyParams(NamedTuple):
@@ -66,12 +71,22 @@ class OneToManyParams(NamedTuple):
     init_map: LinearParams | None
 
 
+class AttentionParams(NamedTuple):
+    """Luong attention of ``seq2seq(..., attention=True)``: ``score (H_dec, H_enc)`` (the "general" score
+    ``h^T W_a e``) and ``combine``, the linear map ``[context; h] (H_enc + H_dec) -> H_dec``."""
+
+    score: jax.Array
+    combine: LinearParams
+
+
 class Seq2SeqParams(NamedTuple):
-    """Parameters of ``seq2seq``: ``encoder`` cell, ``decoder`` cell and ``readout`` of the decoder outputs."""
+    """Parameters of ``seq2seq``: ``encoder`` cell, ``decoder`` cell, ``readout`` of the decoder outputs
+    and ``attention`` (``AttentionParams``, or None without attention)."""
 
     encoder: Any
     decoder: Any
     readout: LinearParams
+    attention: AttentionParams | None = None
 
 
 class Model(NamedTuple):
@@ -101,6 +116,8 @@ class Model(NamedTuple):
         loss (no dropout) with ``deltas`` (leaves ``(B, T) + carry leaf``)
         added to the carry entering each step; its gradient at zero is
         ``dL/dc_t`` (``grad_profile``). None for ``one_to_many``/``seq2seq``.
+      input_size: I, the width of the inputs the model reads: the embedding's
+        vocabulary V for a model with one, else None (``cell.input_size``).
     """
 
     init: Callable[[jax.Array], Any]
@@ -112,6 +129,7 @@ class Model(NamedTuple):
     loss_name: str
     cell: Cell | Layer
     perturbed_loss: Callable[..., jax.Array] | None = None
+    input_size: int | None = None
 
 
 # ------------------------------------------------------------------------------------------- losses
@@ -163,6 +181,29 @@ def masked_xent(logits: jax.Array, targets: jax.Array, mask: jax.Array | None = 
     return _masked_mean(nll, mask), _masked_mean(correct, mask)
 
 
+def masked_bce(logits: jax.Array, targets: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Bernoulli negative log-likelihood (nats) summed over units, mean over valid positions.
+
+    With ``p = sigmoid(z)``, each position scores
+    ``-sum_k [y_k log p_k + (1 - y_k) log(1 - p_k)] = sum_k softplus(z_k) - y_k z_k``
+    (the multi-label loss of polyphonic music models, Boulanger-Lewandowski et al., ICML 2012).
+
+    Args:
+      logits: ``(..., K)``.
+      targets: ``(..., K)`` in ``[0, 1]`` (0/1 labels).
+      mask: ``(...)`` weights, or None.
+
+    Returns:
+      The scalar ``sum(mask * nll) / max(sum(mask), 1)``.
+    """
+    if logits.shape != targets.shape:
+        raise ValueError(f"targets: expected 0/1 labels of shape {tuple(logits.shape)} (as logits), "
+                         f"got {tuple(targets.shape)}")
+    y = targets.astype(logits.dtype)
+    nll = jnp.sum(jax.nn.softplus(logits) - y * logits, axis=-1)
+    return _masked_mean(nll, mask)
+
+
 def _masked_mean(values, mask):
     if mask is None:
         return jnp.mean(values)
@@ -173,6 +214,8 @@ def _masked_mean(values, mask):
 def _loss_and_metrics(loss_name, outputs, targets, mask):
     if loss_name == "mse":
         return masked_mse(outputs, targets, mask), {}
+    if loss_name == "bce":
+        return masked_bce(outputs, targets, mask), {}
     loss, acc = masked_xent(outputs, targets, mask)
     return loss, {"accuracy": acc}
 
@@ -326,25 +369,74 @@ def _check_inputs(name, x, ndim, width):
         raise ValueError(f"{name}: expected shape {want}, got {tuple(x.shape)}")
 
 
+def read_tokens(inputs: jax.Array, width: int, embedding: jax.Array | None = None, *, name: str = "inputs",
+                dtype=jnp.float32) -> jax.Array:
+    """The vectors a recurrence reads from sequence inputs: one-hot/float steps or integer token ids.
+
+    Integer ``inputs (B, T)`` are token ids in ``[0, width)``: without an
+    ``embedding`` they become one-hot vectors ``(B, T, width)``; with one
+    ``(V, E)`` (``width == V``) the rows ``embedding[ids]``, ``(B, T, E)``
+    (a gather: no one-hot is built). Float ``inputs (B, T, width)`` pass
+    through, or are multiplied by the embedding (``inputs @ embedding``; on
+    one-hot vectors the same rows).
+
+    Args:
+      inputs: ``(B, T)`` integer ids or ``(B, T, width)`` floats.
+      width: I, the vocabulary size V (or input width).
+      embedding: ``(V, E)`` or None.
+      name: the argument named in errors.
+      dtype: dtype of the one-hot vectors.
+
+    Returns:
+      ``(B, T, I)`` (no embedding) or ``(B, T, E)``.
+    """
+    if jnp.issubdtype(inputs.dtype, jnp.integer):
+        if inputs.ndim != 2:
+            raise ValueError(f"{name}: integer token ids must have shape (B, T), got {tuple(inputs.shape)}")
+        if embedding is None:
+            return jax.nn.one_hot(inputs, width, dtype=dtype)
+        return jnp.take(embedding, inputs, axis=0)
+    _check_inputs(name, inputs, 3, width)
+    return inputs if embedding is None else inputs.astype(embedding.dtype) @ embedding
+
+
 # ------------------------------------------------------------------------------------------ patterns
-def _readout_model(cell: Cell | Layer, output_size: int, loss: str, tbptt: int | None, pattern: str) -> Model:
-    """``many_to_one`` (readout of the last valid output) or ``many_to_many`` (readout at every step)."""
+def _readout_model(cell: Cell | Layer, output_size: int, loss: str, tbptt: int | None, pattern: str,
+                   vocab_size: int | None = None, pool: str = "last") -> Model:
+    """``many_to_one`` (readout of the last valid output, or of the mean) or ``many_to_many`` (every step)."""
     _check_recurrence(cell)
     _check_loss(loss)
     if tbptt is not None:
         _check_tbptt(cell, tbptt)
-    readout = linear(cell.output_size, output_size, dtype=_param_dtype(cell))
+    if pool not in POOLS:
+        raise ValueError(f"pool: expected one of {POOLS}, got {pool!r}")
+    if vocab_size is not None and (isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1):
+        raise ValueError(f"vocab_size: expected a positive integer (tokens to embed) or None, got {vocab_size!r}")
+    dtype = _param_dtype(cell)
+    readout = linear(cell.output_size, output_size, dtype=dtype)
     per_step = pattern == "many_to_many"
     back = cell.backward_size if isinstance(cell, Layer) else 0
+    width = cell.input_size if vocab_size is None else vocab_size
 
     def init(key):
         k_c, k_r = jax.random.split(key)
-        return ModelParams(cell.init(k_c), readout.init(k_r))
+        if vocab_size is None:
+            return ModelParams(cell.init(k_c), readout.init(k_r))
+        # N(0, 1) rows, as torch.nn.Embedding; its own key, so models without one keep their initialisation
+        emb = jax.random.normal(jax.random.fold_in(key, 2), (vocab_size, cell.input_size), dtype)
+        return ModelParams(cell.init(k_c), readout.init(k_r), emb)
 
     def forward(params, inputs, lengths, carry, key=None, deltas=None):
-        _check_inputs("inputs", inputs, 3, cell.input_size)
-        carry, ys = run_cell(cell, params.cell, inputs, carry, lengths=lengths, tbptt=tbptt, key=key, deltas=deltas)
-        return carry, readout.apply(params.readout, ys if per_step else _last_valid(ys, lengths, back))
+        xs = read_tokens(inputs, width, params.embedding, dtype=dtype)
+        carry, ys = run_cell(cell, params.cell, xs, carry, lengths=lengths, tbptt=tbptt, key=key, deltas=deltas)
+        if per_step:
+            return carry, readout.apply(params.readout, ys)
+        if pool == "mean":
+            mask = step_mask(lengths, *ys.shape[:2]).astype(ys.dtype)[..., None]
+            h = jnp.sum(ys * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1.0)
+        else:
+            h = _last_valid(ys, lengths, back)
+        return carry, readout.apply(params.readout, h)
 
     def apply(params, inputs, lengths=None):
         return forward(params, inputs, lengths, None)[1]
@@ -369,16 +461,18 @@ def _readout_model(cell: Cell | Layer, output_size: int, loss: str, tbptt: int |
         return _loss(params, batch, None, None, deltas)[0]
 
     return Model(init, apply, loss_fn, _evaluate(loss_fn), lambda b: batch_carry(cell, b), pattern, loss, cell,
-                 perturbed_loss)
+                 perturbed_loss, vocab_size)
 
 
-def many_to_one(cell: Cell | Layer, output_size: int, *, loss: str = "mse", tbptt: int | None = None) -> Model:
-    """Classifier/regressor on the last valid output: ``y = W h_{len-1} + b``.
+def many_to_one(cell: Cell | Layer, output_size: int, *, loss: str = "mse", tbptt: int | None = None,
+                vocab_size: int | None = None, pool: str = "last") -> Model:
+    """Classifier/regressor on the last valid output, ``y = W h_{len-1} + b``, or on the mean of the valid ones.
 
     For a ``Layer`` whose last pass runs backwards (``bidirectional``), its
     units are read at ``t = 0``, after that pass has seen the whole sequence:
     ``h = concat(forward_y[len-1], backward_y[0])`` (PyTorch's ``h_n`` of
-    both directions).
+    both directions). ``pool="mean"`` reads ``h = (1/len) sum_{t<len} y_t``
+    instead (mean-pooling over valid steps, both directions alike).
 
     Args:
       cell: the recurrent cell (input ``I``, output ``H``), or a ``Layer``
@@ -386,14 +480,21 @@ def many_to_one(cell: Cell | Layer, output_size: int, *, loss: str = "mse", tbpt
       output_size: O (number of classes for ``"xent"``).
       loss: ``"mse"`` (targets ``(B, O)``) or ``"xent"`` (targets ``(B,)`` int).
       tbptt: truncated-BPTT chunk length, or None (a causal recurrence only).
+      vocab_size: V: the model embeds tokens, ``x_t = E[id_t]`` with a learnt
+        ``E (V, I)`` (``ModelParams.embedding``, N(0, 1) at init); the cell reads
+        ``I``-wide embeddings. None: inputs go to the cell as they are.
+      pool: ``"last"`` (last valid output) or ``"mean"`` (mean over valid steps).
 
     Returns:
-      A ``Model`` with ``ModelParams``; ``apply(params, inputs (B, T, I), lengths) -> (B, O)``.
+      A ``Model`` with ``ModelParams``; ``apply(params, inputs, lengths) -> (B, O)``
+      with ``inputs (B, T, I)`` floats, or ``(B, T)`` integer token ids
+      (one-hot of width ``cell.input_size``, or embedded: ``rnnjax.models.read_tokens``).
     """
-    return _readout_model(cell, output_size, loss, tbptt, "many_to_one")
+    return _readout_model(cell, output_size, loss, tbptt, "many_to_one", vocab_size, pool)
 
 
-def many_to_many(cell: Cell | Layer, output_size: int, *, loss: str = "xent", tbptt: int | None = None) -> Model:
+def many_to_many(cell: Cell | Layer, output_size: int, *, loss: str = "xent", tbptt: int | None = None,
+                 vocab_size: int | None = None) -> Model:
     """Per-step readout ``y_t = W h_t + b`` (language model, tagging, forecasting).
 
     Args:
@@ -402,12 +503,14 @@ def many_to_many(cell: Cell | Layer, output_size: int, *, loss: str = "xent", tb
       output_size: O.
       loss: ``"xent"`` (targets ``(B, T)`` int) or ``"mse"`` (targets ``(B, T, O)``).
       tbptt: truncated-BPTT chunk length, or None (a causal recurrence only).
+      vocab_size: V, to embed the tokens (as in ``many_to_one``), or None.
 
     Returns:
-      A ``Model`` with ``ModelParams``; ``apply(params, inputs (B, T, I), lengths) -> (B, T, O)``.
+      A ``Model`` with ``ModelParams``; ``apply(params, inputs, lengths) -> (B, T, O)`` with
+      ``inputs (B, T, I)`` floats or ``(B, T)`` integer token ids.
       Steps ``t >= input_lengths[b]`` are masked in the loss.
     """
-    return _readout_model(cell, output_size, loss, tbptt, "many_to_many")
+    return _readout_model(cell, output_size, loss, tbptt, "many_to_many", vocab_size)
 
 
 def _check_cell_only(name: str, cell, pattern: str) -> None:
@@ -428,6 +531,7 @@ def one_to_many(
     loss: str = "mse",
     feed: str = "both",
     tbptt: int | None = None,
+    teacher_forcing: bool = False,
 ) -> Model:
     """Generate a sequence from one vector ``v``.
 
@@ -436,27 +540,50 @@ def one_to_many(
     step; ``feed="both"``: both. Outputs ``y_t = W h_t + b`` for ``t < T``
     (T: the targets' length).
 
+    ``teacher_forcing=True`` (``"xent"`` only; a conditioned decoder, as in
+    image captioning, Vinyals et al. 2015) also feeds the previous token:
+    ``x_t = [v; onehot(y_{t-1})]`` (``feed="state"``: ``onehot(y_{t-1})``), a
+    one-hot of width ``O + 1`` whose last slot is the start token ``y_{-1}``.
+    ``loss`` reads the true previous targets (teacher forcing); ``apply``
+    decodes greedily, feeding back the argmax; ``evaluate`` reports the
+    teacher-forced ``"loss"`` and, from greedy decoding, ``"accuracy"``
+    (valid tokens) and ``"sequence_accuracy"`` (sequences right at every valid step).
+
     Args:
       cell: the recurrent cell; its ``input_size`` must equal ``vector_size``
-        when ``feed`` is ``"input"`` or ``"both"``.
+        when ``feed`` is ``"input"`` or ``"both"`` (plus ``output_size + 1``
+        with ``teacher_forcing``; ``output_size + 1`` alone for ``feed="state"``).
       vector_size: V, width of the conditioning vector.
       output_size: O.
-      loss: ``"mse"`` (targets ``(B, T, O)``) or ``"xent"`` (targets ``(B, T)``).
+      loss: ``"mse"`` (targets ``(B, T, O)``), ``"xent"`` (targets ``(B, T)``)
+        or ``"bce"`` (0/1 targets ``(B, T, O)``).
       feed: ``"state"``, ``"input"`` or ``"both"``.
       tbptt: truncated-BPTT chunk length, or None.
+      teacher_forcing: feed the previous token (see above).
 
     Returns:
       A ``Model`` with ``OneToManyParams``; ``apply(params, inputs (B, V), lengths=None, *, out_len) -> (B, T, O)``.
       Steps ``t >= target_lengths[b]`` are masked in the loss.
+
+    References:
+      Vinyals, Toshev, Bengio & Erhan, "Show and tell: a neural image caption generator", CVPR 2015.
     """
     _check_cell_only("cell", cell, "one_to_many")
     _check_loss(loss)
     if feed not in ONE_TO_MANY_FEEDS:
         raise ValueError(f"feed: expected one of {ONE_TO_MANY_FEEDS}, got {feed!r}")
-    if feed != "state" and cell.input_size != vector_size:
+    if not isinstance(teacher_forcing, bool):
+        raise TypeError(f"teacher_forcing: expected True or False, got {teacher_forcing!r}")
+    if teacher_forcing and loss != "xent":
+        raise ValueError(f"teacher_forcing: feeds back tokens and needs loss='xent', got loss={loss!r}")
+    token_width = output_size + 1 if teacher_forcing else 0
+    width = (0 if feed == "state" else vector_size) + token_width
+    if (feed != "state" or teacher_forcing) and cell.input_size != width:
+        want = " + ".join(([] if feed == "state" else [f"vector_size {vector_size}"])
+                          + ([f"output_size + 1 = {token_width}"] if teacher_forcing else []))
         raise ValueError(
-            f"cell: with feed={feed!r} the cell's input_size must equal vector_size={vector_size}, "
-            f"got {cell.input_size}"
+            f"cell: with feed={feed!r}{' and teacher_forcing' if teacher_forcing else ''} the cell's input_size "
+            f"must be {want} = {width}, got {cell.input_size}"
         )
     readout = linear(cell.output_size, output_size, dtype=_param_dtype(cell))
     # One real vector for the whole carry (a complex leaf, e.g. the LRU's, gives real then imaginary parts).
@@ -467,33 +594,73 @@ def one_to_many(
         k_c, k_r, k_m = jax.random.split(key, 3)
         return OneToManyParams(cell.init(k_c), readout.init(k_r), None if init_map is None else init_map.init(k_m))
 
-    def apply(params, inputs, lengths=None, *, out_len):
+    def start(params, inputs):
         _check_inputs("inputs", inputs, 2, vector_size)
-        batch = inputs.shape[0]
         if init_map is None:
-            carry = batch_carry(cell, batch)
-        else:
-            carry = jax.vmap(unravel)(init_map.apply(params.init_map, inputs))
-        if feed == "state":
-            xs = jnp.zeros((batch, out_len, cell.input_size), inputs.dtype)
-        else:
-            xs = jnp.broadcast_to(inputs[:, None, :], (batch, out_len, vector_size))
-        _, ys = run_cell(cell, params.cell, xs, carry, lengths=lengths, tbptt=tbptt)
-        return readout.apply(params.readout, ys)
+            return batch_carry(cell, inputs.shape[0])
+        return jax.vmap(unravel)(init_map.apply(params.init_map, inputs))
+
+    def feed_inputs(inputs, out_len, tokens=None):
+        """``(B, out_len, cell.input_size)``: ``v`` at every step and/or one-hot previous ``tokens (B, out_len)``."""
+        batch = inputs.shape[0]
+        parts = [] if feed == "state" else [jnp.broadcast_to(inputs[:, None, :], (batch, out_len, vector_size))]
+        if teacher_forcing:
+            parts.append(jax.nn.one_hot(tokens, token_width, dtype=inputs.dtype))
+        if not parts:
+            return jnp.zeros((batch, out_len, cell.input_size), inputs.dtype)
+        return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+
+    def apply(params, inputs, lengths=None, *, out_len):
+        carry = start(params, inputs)
+        if not teacher_forcing:
+            _, ys = run_cell(cell, params.cell, feed_inputs(inputs, out_len), carry, lengths=lengths, tbptt=tbptt)
+            return readout.apply(params.readout, ys)
+        step_cell, weights = prepare(cell, params.cell)  # once per decode, not per step
+
+        def body(state, _):  # greedy decoding: feed back the argmax
+            c, tok = state
+            x = feed_inputs(inputs, 1, tok[:, None])[:, 0]
+            c, y = jax.vmap(step_cell.step, in_axes=(None, 0, 0))(weights, c, x)
+            out = readout.apply(params.readout, y)
+            return (c, jnp.argmax(out, -1).astype(jnp.int32)), out
+
+        first = jnp.full((inputs.shape[0],), output_size, jnp.int32)  # the start token
+        _, outs = jax.lax.scan(body, (carry, first), None, length=out_len)
+        return jnp.swapaxes(outs, 0, 1)
 
     def loss_fn(params, batch, carry=None, *, key=None):
         del key  # no dropout in this pattern (its cells are stepped one by one)
         if carry is not None:
             raise ValueError("carry: one_to_many builds its initial state from the input vector; pass carry=None")
         out_len = batch.targets.shape[1]
-        out = apply(params, batch.inputs, batch.target_lengths, out_len=out_len)
+        if teacher_forcing:
+            start_tok = jnp.full((batch.targets.shape[0], 1), output_size, jnp.int32)
+            prev = jnp.concatenate([start_tok, batch.targets[:, :-1].astype(jnp.int32)], axis=1)
+            _, ys = run_cell(cell, params.cell, feed_inputs(batch.inputs, out_len, prev), start(params, batch.inputs),
+                             lengths=batch.target_lengths, tbptt=tbptt)
+            out = readout.apply(params.readout, ys)
+        else:
+            out = apply(params, batch.inputs, batch.target_lengths, out_len=out_len)
         mask = None if batch.target_lengths is None else step_mask(batch.target_lengths, *out.shape[:2])
         return _loss_and_metrics(loss, out, batch.targets, mask)
 
-    return Model(init, apply, loss_fn, _evaluate(loss_fn), lambda b: batch_carry(cell, b), "one_to_many", loss, cell)
+    def evaluate(params, batch):
+        value, aux = loss_fn(params, batch)
+        if not teacher_forcing:
+            return {"loss": value, **aux}
+        out = apply(params, batch.inputs, out_len=batch.targets.shape[1])
+        mask = None if batch.target_lengths is None else step_mask(batch.target_lengths, *out.shape[:2])
+        _, greedy = _loss_and_metrics(loss, out, batch.targets, mask)
+        right = jnp.argmax(out, -1) == batch.targets
+        if mask is not None:
+            right = right | (mask == 0)
+        return {"loss": value, **greedy, "sequence_accuracy": jnp.mean(jnp.all(right, axis=1).astype(out.dtype))}
+
+    return Model(init, apply, loss_fn, evaluate, lambda b: batch_carry(cell, b), "one_to_many", loss, cell)
 
 
-def seq2seq(encoder: Cell, decoder: Cell, output_size: int, *, loss: str = "xent", tbptt: int | None = None) -> Model:
+def seq2seq(encoder: Cell, decoder: Cell, output_size: int, *, loss: str = "xent", tbptt: int | None = None,
+            attention: bool = False) -> Model:
     """Encoder–decoder: the encoder's final carry (after the last valid input) starts the decoder.
 
     The decoder reads the previous target: for ``"xent"`` a one-hot vector of
@@ -501,6 +668,14 @@ def seq2seq(encoder: Cell, decoder: Cell, output_size: int, *, loss: str = "xent
     ``"mse"`` the previous target vector (zeros at the start). Training uses
     teacher forcing (``loss``); ``apply`` and ``evaluate`` decode greedily,
     feeding back the argmax (``"xent"``) or the prediction (``"mse"``).
+    ``evaluate`` also reports, for ``"xent"``, ``"sequence_accuracy"``: the
+    share of sequences whose greedy decoding is right at every valid step.
+
+    With ``attention=True`` each decoder output ``h_t`` attends over the
+    encoder outputs ``e_s`` of the valid input steps (Luong et al. 2015, global
+    attention with the "general" score, no input feeding):
+    ``a_t = softmax_s(h_t^T W_a e_s)``, ``c_t = sum_s a_ts e_s``,
+    ``h~_t = tanh(W_c [c_t; h_t] + b_c)``, and the readout reads ``h~_t``.
 
     Args:
       encoder: cell reading ``inputs (B, T_in, I)``.
@@ -509,14 +684,21 @@ def seq2seq(encoder: Cell, decoder: Cell, output_size: int, *, loss: str = "xent
       output_size: O (vocabulary size for ``"xent"``).
       loss: ``"xent"`` (targets ``(B, T_out)`` int) or ``"mse"`` (targets ``(B, T_out, O)``).
       tbptt: truncated-BPTT chunk length for the encoder, or None.
+      attention: Luong attention over the encoder outputs (``Seq2SeqParams.attention``).
 
     Returns:
       A ``Model`` with ``Seq2SeqParams``; ``apply(params, inputs, lengths=None, *, out_len)``
       returns greedy logits/predictions ``(B, T_out, O)``.
+
+    References:
+      Luong, Pham & Manning, "Effective approaches to attention-based neural machine translation", EMNLP 2015.
     """
     _check_cell_only("encoder", encoder, "seq2seq")
     _check_cell_only("decoder", decoder, "seq2seq")
     _check_loss(loss)
+    if loss == "bce":
+        raise ValueError("loss: seq2seq decodes with 'xent' (tokens) or 'mse' (vectors); "
+                         "'bce' is for the other patterns")
     dec_in = output_size + 1 if loss == "xent" else output_size
     if decoder.input_size != dec_in:
         raise ValueError(
@@ -528,16 +710,34 @@ def seq2seq(encoder: Cell, decoder: Cell, output_size: int, *, loss: str = "xent
         jnp.shape(a) for a in jax.tree.leaves(dec_c)
     ]:
         raise ValueError("decoder: expected the same carry layout as the encoder (same cell type and hidden size)")
-    readout = linear(decoder.output_size, output_size, dtype=_param_dtype(decoder))
+    if not isinstance(attention, bool):
+        raise TypeError(f"attention: expected True or False, got {attention!r}")
+    dtype = _param_dtype(decoder)
+    readout = linear(decoder.output_size, output_size, dtype=dtype)
+    h_enc, h_dec = encoder.output_size, decoder.output_size
+    combine = linear(h_enc + h_dec, h_dec, dtype=dtype)
 
     def init(key):
         k_e, k_d, k_r = jax.random.split(key, 3)
-        return Seq2SeqParams(encoder.init(k_e), decoder.init(k_d), readout.init(k_r))
+        if not attention:
+            return Seq2SeqParams(encoder.init(k_e), decoder.init(k_d), readout.init(k_r))
+        k_s, k_c = jax.random.split(jax.random.fold_in(key, 3))  # its own key: the rest is initialised as without
+        score = jax.random.normal(k_s, (h_dec, h_enc), dtype) / math.sqrt(h_enc)
+        return Seq2SeqParams(encoder.init(k_e), decoder.init(k_d), readout.init(k_r),
+                             AttentionParams(score, combine.init(k_c)))
 
     def encode(params, inputs, lengths):
-        _check_inputs("inputs", inputs, 3, encoder.input_size)
-        carry, _ = run_cell(encoder, params.encoder, inputs, None, lengths=lengths, tbptt=tbptt)
-        return carry
+        """``(final carry, memory)``: memory = ``(encoder outputs (B, T_in, H_enc), (B, T_in) valid mask)`` or None."""
+        xs = read_tokens(inputs, encoder.input_size, dtype=_param_dtype(encoder))
+        carry, ys = run_cell(encoder, params.encoder, xs, None, lengths=lengths, tbptt=tbptt)
+        return carry, ((ys, step_mask(lengths, *ys.shape[:2])) if attention else None)
+
+    def attend(params, hs, memory):
+        """Decoder outputs ``hs (B, T, H_dec)`` -> readout inputs (``h~`` with attention, else ``hs``)."""
+        if memory is None:
+            return hs
+        ys, valid = memory
+        return luong_attention(params.attention, hs, ys, valid)
 
     def teacher_inputs(targets, dtype):
         batch = targets.shape[0]
@@ -551,27 +751,27 @@ def seq2seq(encoder: Cell, decoder: Cell, output_size: int, *, loss: str = "xent
         del key  # no dropout in this pattern (its cells are stepped one by one)
         if carry is not None:
             raise ValueError("carry: seq2seq starts the decoder from the encoder; pass carry=None")
-        c = encode(params, batch.inputs, batch.input_lengths)
-        xs = teacher_inputs(batch.targets, batch.inputs.dtype)
+        c, memory = encode(params, batch.inputs, batch.input_lengths)
+        xs = teacher_inputs(batch.targets, _feed_dtype(batch.inputs, dtype))
         _, ys = unroll_batch(decoder, params.decoder, xs, c, lengths=batch.target_lengths)
-        out = readout.apply(params.readout, ys)
+        out = readout.apply(params.readout, attend(params, ys, memory))
         mask = None if batch.target_lengths is None else step_mask(batch.target_lengths, *out.shape[:2])
         return _loss_and_metrics(loss, out, batch.targets, mask)
 
     def apply(params, inputs, lengths=None, *, out_len):
-        c = encode(params, inputs, lengths)
+        c, memory = encode(params, inputs, lengths)
         batch = inputs.shape[0]
         if loss == "xent":
-            x0 = jax.nn.one_hot(jnp.full((batch,), output_size), dec_in, dtype=inputs.dtype)
+            x0 = jax.nn.one_hot(jnp.full((batch,), output_size), dec_in, dtype=_feed_dtype(inputs, dtype))
         else:
-            x0 = jnp.zeros((batch, output_size), inputs.dtype)
+            x0 = jnp.zeros((batch, output_size), _feed_dtype(inputs, dtype))
 
         step_cell, weights = prepare(decoder, params.decoder)  # once per decode, not per step
 
         def body(state, _):
             c, x = state
             c, y = jax.vmap(step_cell.step, in_axes=(None, 0, 0))(weights, c, x)
-            out = readout.apply(params.readout, y)
+            out = readout.apply(params.readout, attend(params, y[:, None], memory)[:, 0])
             if loss == "xent":
                 x = jax.nn.one_hot(jnp.argmax(out, -1), dec_in, dtype=x.dtype)
             else:
@@ -588,9 +788,46 @@ def seq2seq(encoder: Cell, decoder: Cell, output_size: int, *, loss: str = "xent
         greedy, aux = _loss_and_metrics(loss, out, batch.targets, mask)
         if loss == "mse":
             aux = {"greedy_loss": greedy}
+        else:
+            right = jnp.argmax(out, -1) == batch.targets
+            if mask is not None:
+                right = right | (mask == 0)
+            aux["sequence_accuracy"] = jnp.mean(jnp.all(right, axis=1).astype(out.dtype))
         return {"loss": value, **aux}
 
     return Model(init, apply, loss_fn, evaluate, lambda b: batch_carry(encoder, b), "seq2seq", loss, encoder)
+
+
+def _feed_dtype(inputs, dtype):
+    """The decoder's input dtype: the inputs' when they are floats, the parameters' for token ids."""
+    return inputs.dtype if jnp.issubdtype(inputs.dtype, jnp.inexact) else dtype
+
+
+def luong_attention(params: AttentionParams, hs: jax.Array, memory: jax.Array, valid: jax.Array) -> jax.Array:
+    """Luong global attention ("general" score): the attentional states of decoder outputs.
+
+    ``a_ts = softmax_s(h_t^T W_a e_s)`` over the valid ``s``,
+    ``c_t = sum_s a_ts e_s``, ``h~_t = tanh(W_c [c_t; h_t] + b_c)``.
+
+    Args:
+      params: ``AttentionParams(score (H_dec, H_enc), combine)``.
+      hs: ``(B, T_out, H_dec)`` decoder outputs.
+      memory: ``(B, T_in, H_enc)`` encoder outputs ``e_s``.
+      valid: ``(B, T_in)`` 1 on valid input steps, 0 on padding (each row needs one valid step).
+
+    Returns:
+      ``(B, T_out, H_dec)``.
+
+    References:
+      Luong, Pham & Manning, "Effective approaches to attention-based neural machine translation", EMNLP 2015.
+    """
+    keys = jnp.einsum("hk,bsk->bsh", params.score, memory)  # W_a e_s
+    scores = jnp.einsum("bth,bsh->bts", hs, keys)
+    scores = jnp.where(valid[:, None, :] > 0, scores, -jnp.inf)
+    weights = jax.nn.softmax(scores, axis=-1)
+    context = jnp.einsum("bts,bsk->btk", weights, memory)
+    w, b = params.combine
+    return jnp.tanh(jnp.concatenate([context, hs], axis=-1) @ w.T + b)
 
 
 def for_task(
@@ -603,6 +840,9 @@ def for_task(
     layers: int = 1,
     dropout: float = 0.0,
     remat: int = 0,
+    embed: int = 0,
+    pool: str = "last",
+    attention: bool = False,
 ) -> Model:
     """The model that fits ``task.pattern``, with cells built by ``cell_factory(input_size, hidden_size)``.
 
@@ -626,6 +866,11 @@ def for_task(
       remat: recompute the recurrence in the backward pass, in checkpointed
         segments of ``remat`` steps (``rnnjax.unroll(remat=k)``; each layer
         becomes an ``rnnjax.layer``); 0 = off. ``many_to_one`` and ``many_to_many`` only.
+      embed: E > 0: the model embeds the task's ``input_size`` tokens into
+        ``E``-wide vectors (``vocab_size=task.input_size``; the first cell reads
+        ``E``); 0: the cell reads the inputs as they are. ``many_to_one`` and ``many_to_many`` only.
+      pool: ``many_to_one`` readout: ``"last"`` valid output or ``"mean"`` over valid steps.
+      attention: ``seq2seq`` only: Luong attention over the encoder outputs.
 
     Returns:
       ``many_to_one`` / ``many_to_many`` / ``one_to_many`` (``feed="both"``) /
@@ -647,6 +892,18 @@ def for_task(
             f"{name}: the {task.pattern} pattern steps a causal Cell itself; bidirectional layers and dropout "
             "work with many_to_one and many_to_many tasks"
         )
+    if isinstance(embed, bool) or not isinstance(embed, int) or embed < 0:
+        raise ValueError(f"embed: expected a non-negative integer (embedding width, 0 = none), got {embed!r}")
+    if embed and task.pattern not in ("many_to_one", "many_to_many"):
+        raise ValueError(f"embed: token embeddings work with many_to_one and many_to_many tasks, not {task.pattern}")
+    if pool not in POOLS:
+        raise ValueError(f"pool: expected one of {POOLS}, got {pool!r}")
+    if pool != "last" and task.pattern != "many_to_one":
+        raise ValueError(f"pool: a readout pooling applies to many_to_one tasks, not {task.pattern}")
+    if not isinstance(attention, bool):
+        raise TypeError(f"attention: expected True or False, got {attention!r}")
+    if attention and task.pattern != "seq2seq":
+        raise ValueError(f"attention: attends over an encoder's outputs (seq2seq tasks), not {task.pattern}")
     options = {"remat": remat} if remat else {}
 
     def recurrence(input_size):
@@ -662,15 +919,18 @@ def for_task(
         return layer(cell, **options) if remat else cell
 
     I, O = task.input_size, task.output_size
+    vocab = {"vocab_size": I} if embed else {}
     if task.pattern == "many_to_one":
-        return many_to_one(recurrence(I), O, loss=task.loss, tbptt=tbptt)
+        return many_to_one(recurrence(embed or I), O, loss=task.loss, tbptt=tbptt, pool=pool, **vocab)
     if task.pattern == "many_to_many":
-        return many_to_many(recurrence(I), O, loss=task.loss, tbptt=tbptt)
-    if task.pattern == "one_to_many":
-        return one_to_many(recurrence(I), I, O, loss=task.loss, feed="both", tbptt=tbptt)
+        return many_to_many(recurrence(embed or I), O, loss=task.loss, tbptt=tbptt, **vocab)
+    if task.pattern == "one_to_many":  # a task with info["teacher_forcing"] (captions) also feeds the last token
+        forcing = bool(task.info.get("teacher_forcing", False))
+        return one_to_many(recurrence(I + (O + 1) * forcing), I, O, loss=task.loss, feed="both", tbptt=tbptt,
+                           teacher_forcing=forcing)
     if task.pattern == "seq2seq":
         dec_in = O + 1 if task.loss == "xent" else O
-        return seq2seq(recurrence(I), recurrence(dec_in), O, loss=task.loss, tbptt=tbptt)
+        return seq2seq(recurrence(I), recurrence(dec_in), O, loss=task.loss, tbptt=tbptt, attention=attention)
     raise ValueError(f"task: unknown pattern {task.pattern!r}")
 
 
@@ -699,7 +959,7 @@ def grad_profile(model: Model, params: Any, batch: Batch) -> jax.Array:
     if not isinstance(model, Model) or model.perturbed_loss is None:
         got = model.pattern if isinstance(model, Model) else type(model).__name__
         raise ValueError(f"model: grad_profile supports many_to_one and many_to_many models, got {got}")
-    _check_inputs("batch.inputs", batch.inputs, 3, model.cell.input_size)
+    read_tokens(batch.inputs, model.input_size or model.cell.input_size, name="batch.inputs")  # shape check
     time = batch.inputs.shape[1]
     dtype = jnp.result_type(batch.inputs.dtype, *jax.tree.leaves(params))
 
@@ -723,15 +983,16 @@ def generate(
     *,
     temperature: float = 1.0,
 ) -> jax.Array:
-    """Sample tokens from a ``many_to_many`` ``"xent"`` model on one-hot inputs (a character LM).
+    """Sample tokens from a ``many_to_many`` ``"xent"`` language model (character or word level).
 
     The model reads ``prime`` (at least one token), then feeds back each sampled
-    token: ``x_{t+1} = onehot(s_t)``, ``s_t ~ softmax(logits_t / temperature)``
+    token: ``x_{t+1} = onehot(s_t)`` (or the embedding row ``E[s_t]`` of a model
+    built with ``vocab_size``), ``s_t ~ softmax(logits_t / temperature)``
     (``temperature=0``: argmax).
 
     Args:
-      model: a ``many_to_many`` model with ``loss="xent"`` whose cell reads
-        one-hot vectors (``input_size == output_size``).
+      model: a ``many_to_many`` model with ``loss="xent"`` reading one-hot
+        vectors or embedding tokens (input width == ``output_size``).
       params: its parameters.
       key: PRNG key.
       prime: ``(P,)`` int tokens, ``P >= 1``.
@@ -747,15 +1008,21 @@ def generate(
     if not isinstance(cell, Cell):
         raise ValueError("model: generate steps the model's Cell one token at a time; its recurrence is a Layer")
     vocab = params.readout.w.shape[0]
-    if cell.input_size != vocab:
-        raise ValueError(f"model: the cell must read one-hot tokens (input_size {vocab}), got {cell.input_size}")
+    width = model.input_size or cell.input_size
+    if width != vocab:
+        raise ValueError(f"model: the model must read one-hot or embedded tokens (input_size {vocab}), got {width}")
     prime = jnp.asarray(prime, jnp.int32)
     if prime.ndim != 1 or prime.shape[0] < 1:
         raise ValueError(f"prime: expected a non-empty 1-D token array, got shape {tuple(prime.shape)}")
     if not temperature >= 0:
         raise ValueError(f"temperature: expected >= 0, got {temperature!r}")
     dtype = params.readout.w.dtype
-    xs = jax.nn.one_hot(prime[:-1], vocab, dtype=dtype)
+    emb = getattr(params, "embedding", None)
+
+    def token(t):  # x_t: one-hot, or the embedding row of a model built with vocab_size
+        return jax.nn.one_hot(t, vocab, dtype=dtype) if emb is None else emb[t]
+
+    xs = token(prime[:-1])
     carry = cell.initial_carry()
     step_cell, weights = prepare(cell, params.cell)  # a parametrised matrix is built once, not per token
     if prime.shape[0] > 1:
@@ -763,7 +1030,7 @@ def generate(
 
     def body(state, k):
         c, tok = state
-        c, y = step_cell.step(weights, c, jax.nn.one_hot(tok, vocab, dtype=dtype))
+        c, y = step_cell.step(weights, c, token(tok))
         logits = params.readout.w @ y + params.readout.b
         if temperature == 0:
             nxt = jnp.argmax(logits).astype(jnp.int32)
@@ -773,3 +1040,66 @@ def generate(
 
     _, toks = jax.lax.scan(body, (carry, prime[-1]), jax.random.split(key, length))
     return toks
+
+
+def generate_bernoulli(
+    model: Model,
+    params: ModelParams,
+    key: jax.Array,
+    prime: jax.Array,
+    length: int,
+    *,
+    temperature: float = 1.0,
+) -> jax.Array:
+    """Sample multi-label frames from a ``many_to_many`` ``"bce"`` model (a piano-roll model).
+
+    The model reads ``prime`` (at least one frame), then feeds back each sampled
+    frame: ``x_{t+1} = s_t`` with ``s_{t,k} ~ Bernoulli(sigmoid(z_{t,k} / temperature))``
+    independently over the K units (the model's own factorisation);
+    ``temperature=0`` thresholds ``z > 0``.
+
+    Args:
+      model: a ``many_to_many`` model with ``loss="bce"`` whose cell reads the
+        frames it predicts (``input_size == output_size``).
+      params: its parameters.
+      key: PRNG key.
+      prime: ``(P, K)`` 0/1 frames, ``P >= 1``.
+      length: number of frames to generate (static).
+      temperature: logit temperature (>= 0).
+
+    Returns:
+      ``(length, K)`` 0/1 frames in the parameters' dtype (the prime excluded).
+    """
+    cell = model.cell
+    if model.pattern != "many_to_many" or model.loss_name != "bce":
+        raise ValueError(f"model: expected a many_to_many bce model, got {model.pattern} {model.loss_name}")
+    if not isinstance(cell, Cell):
+        raise ValueError("model: generate_bernoulli steps the model's Cell one frame at a time; "
+                         "its recurrence is a Layer")
+    width = params.readout.w.shape[0]
+    if cell.input_size != width:
+        raise ValueError(f"model: the cell must read the frames it predicts (input_size {width}), "
+                         f"got {cell.input_size}")
+    dtype = params.readout.w.dtype
+    prime = jnp.asarray(prime, dtype)
+    if prime.ndim != 2 or prime.shape[0] < 1 or prime.shape[1] != width:
+        raise ValueError(f"prime: expected frames of shape (P >= 1, {width}), got {tuple(prime.shape)}")
+    if not temperature >= 0:
+        raise ValueError(f"temperature: expected >= 0, got {temperature!r}")
+    step_cell, weights = prepare(cell, params.cell)
+    carry = cell.initial_carry()
+    if prime.shape[0] > 1:
+        carry, _ = jax.lax.scan(lambda c, x: (step_cell.step(weights, c, x)[0], None), carry, prime[:-1])
+
+    def body(state, k):
+        c, frame = state
+        c, y = step_cell.step(weights, c, frame)
+        logits = params.readout.w @ y + params.readout.b
+        if temperature == 0:
+            nxt = (logits > 0).astype(dtype)
+        else:
+            nxt = jax.random.bernoulli(k, jax.nn.sigmoid(logits / temperature)).astype(dtype)
+        return (c, nxt), nxt
+
+    _, frames = jax.lax.scan(body, (carry, prime[-1]), jax.random.split(key, length))
+    return frames

@@ -58,7 +58,7 @@ CURVE_POINTS = 200  # learning curves are stored as at most this many window mea
 GRADFLOW_SEQUENCES = 16  # evaluation sequences of the gradient-flow summaries
 DEFAULT_SOLVED = "loss<0.1*baseline"
 _NOT_AXES = ("seed", "task_options", "steps", "max_skips", "eval_every", "checkpoint_every", "log_every",
-             "gradflow_every", "tensorboard")
+             "gradflow_every", "tensorboard", "lyapunov_every", "lyapunov_k")
 
 
 # ----------------------------------------------------------------------------------------------- spec
@@ -288,7 +288,7 @@ def _gradflow_summarizer(trainer) -> Callable[[Any], dict] | None:
 
     from rnnjax import gradflow
     from rnnjax._cells import Cell
-    from rnnjax.models import grad_profile
+    from rnnjax.models import grad_profile, read_tokens
 
     batch = jax.tree.map(lambda a: a[:GRADFLOW_SEQUENCES], trainer.task.eval_batch())
     model = trainer.model
@@ -304,7 +304,11 @@ def _gradflow_summarizer(trainer) -> Callable[[Any], dict] | None:
         forward = profile if profile.ndim == 1 else profile[0]
         out = {"decay_rate": gradflow.decay_rate(forward), "grad_ratio": forward[0] / forward[-1]}
         if cell is not None:
-            xs = batch.inputs[0].astype(jnp.result_type(*jax.tree.leaves(params.cell)))
+            dtype = jnp.result_type(*jax.tree.leaves(params.cell))
+            # what the cell reads: token ids (sentiment, wordlm) one-hot or through the model's embedding
+            xs = read_tokens(batch.inputs[:1], model.input_size or cell.input_size, getattr(params, "embedding", None),
+                             dtype=dtype)
+            xs = xs[0].astype(dtype)
             out["lambda_max"] = gradflow.lyapunov_spectrum(cell, params.cell, xs, k=1)[0]
         return out
 

@@ -82,7 +82,7 @@ class SweepResult(NamedTuple):
       rows: one dict per run, in the order of ``configs``: ``init_gain``,
         ``seed``, ``lr``, ``eval_loss``, ``eval_accuracy`` (or None),
         ``baseline_loss``, ``final_train_loss``, ``skipped_steps``, ``steps``,
-        ``status`` (``"completed"`` or ``"stopped_non_finite"``).
+        ``status`` (``"completed"``, ``"stopped_non_finite"``, or ``"stopped"`` by ``on_evaluate``).
       states: the final ``TrainState`` of every run stacked on a leading axis R.
       metrics: per-step training metrics, each ``(R, steps)``.
       timing: ``{"init_s", "compile_s", "train_s", "eval_s", "total_s"}`` wall seconds.
@@ -136,6 +136,7 @@ def run_sweep(
     log: Callable[[str], None] | None = None,
     progress: Callable[[int], None] | None = None,
     chunk: int | None = None,
+    on_evaluate: Callable[[int, dict], Any] | None = None,
 ) -> SweepResult:
     """Train every configuration in one jitted program and evaluate each on its evaluation set.
 
@@ -168,6 +169,15 @@ def run_sweep(
         compiles a one-step loop as straight-line code, fused differently);
         default: all steps at once, or at least 10 chunks of at least
         ``MIN_CHUNK`` steps when ``progress`` is given (else one call).
+      on_evaluate: optional ``on_evaluate(step, evals) -> stop``, called after
+        every chunk: ``evals`` holds each run's evaluation (``"loss"``, and
+        ``"accuracy"`` for classification) as arrays ``(R,)`` in the order of
+        ``configs``; ``stop`` (a boolean array ``(R,)`` or None) marks runs
+        that train no further (early stopping, e.g. an Optuna pruner). A
+        stopped run stops updating inside the compiled program (``lax.cond``
+        on a per-run mask: its state, step counter included, is held) and its
+        row gets status ``"stopped"``. The running rows keep the bits of
+        the sweep without it.
 
     Returns:
       A ``SweepResult``; ``rows[i]["config"]`` is ``configs[i].to_json()``.
@@ -234,6 +244,7 @@ def run_sweep(
         states = [jax.tree.map(lambda x, p=p: _pad_runs(x, p), s) if p else s for s, p in zip(states, pads)]
         states = jax.device_put(states, sharding)
     states = tuple(states)
+    where = {i: (v, j) for v, idx in enumerate(members) for j, i in enumerate(idx)}  # run i = row j of variant v
 
     def mapped(fn):
         if vectorised:
@@ -245,8 +256,28 @@ def run_sweep(
                              check_vma=False)
 
     def program(num_steps):
+        if on_evaluate is not None:
+            return masked_program(num_steps)
         runs = [mapped(lambda s, t=t: t.run(s, num_steps)) for t in trainers]
         return lambda all_states: tuple(zip(*(run(s) for run, s in zip(runs, all_states))))
+
+    def masked_program(num_steps):  # a run whose mask is False is held: its state and step stay unchanged
+        def run_or_hold(state_active, t):
+            s, a = state_active
+
+            def hold(s):
+                shapes = jax.eval_shape(lambda s: t.run(s, num_steps), s)[1]
+                held = {k: jnp.zeros(v.shape, v.dtype) for k, v in shapes.items()}
+                return s, dict(held, halted=jnp.ones(shapes["halted"].shape, bool))
+
+            return jax.lax.cond(a, lambda s: t.run(s, num_steps), hold, s)
+
+        runs = [mapped(functools.partial(run_or_hold, t=t)) for t in trainers]
+
+        def sweep_chunk(all_states, all_active):
+            return tuple(zip(*(run((s, a)) for run, s, a in zip(runs, all_states, all_active))))
+
+        return sweep_chunk
 
     chunk = min(chunk or (_progress_chunk(steps) if progress is not None else steps), steps)
     options = compiler_options() if vectorised else {}
@@ -255,33 +286,53 @@ def run_sweep(
         jit_kwargs = {"in_shardings": (sharding,), "out_shardings": (sharding, sharding)}
     say(f"sweep: compiling {n} runs ({len(variants)} variant{'s' * (len(variants) > 1)}) x {steps} steps "
         f"({method})" + (f" on {mesh.size} devices" if mesh is not None else ""))
-    compiled = {chunk: jax.jit(program(chunk), **jit_kwargs).lower(states).compile(compiler_options=options)}
+    active = None
+    if on_evaluate is not None:  # one run mask per variant (padding copies follow their last run)
+        active = tuple(jnp.ones(len(idx) + p, bool) for idx, p in zip(members, pads))
+        if mesh is not None:
+            active = jax.device_put(active, sharding)
+            jit_kwargs["in_shardings"] = (sharding, sharding)
+    args = (states,) if active is None else (states, active)
+    compiled = {chunk: jax.jit(program(chunk), **jit_kwargs).lower(*args).compile(compiler_options=options)}
     rest = steps % chunk
     if rest:
-        compiled[rest] = jax.jit(program(rest), **jit_kwargs).lower(states).compile(compiler_options=options)
+        compiled[rest] = jax.jit(program(rest), **jit_kwargs).lower(*args).compile(compiler_options=options)
+    # one run at a time: the evaluation is cheap, and so it is bitwise `rnnjax train`'s
+    evaluate_all = jax.jit(lambda ps: tuple(jax.lax.map(lambda q, t=t, b=b: t.evaluate(q, b), p)
+                                            for t, b, p in zip(trainers, eval_batches, ps)),
+                           compiler_options=options)
     t_compile = time.perf_counter()
     say("sweep: training")
-    done, pieces = 0, []
+    done, pieces, evals, stopped = 0, [], None, np.zeros(n, bool)
     while done < steps:
         size = min(chunk, steps - done)
-        states, metrics = compiled[size](states)
+        states, metrics = compiled[size](states) if active is None else compiled[size](states, active)
         pieces.append(metrics)
         done += size
         jax.block_until_ready(states)
         if progress is not None:
             progress(done)
+        if on_evaluate is not None:
+            evals = evaluate_all(tuple(s.params for s in states))
+            ev = jax.device_get(evals)
+            per_run = {k: np.array([ev[v][k][j] for v, j in (where[i] for i in range(n))])
+                       for k in ev[0]}
+            stop = on_evaluate(done, per_run)
+            if stop is not None and done < steps:
+                stopped |= np.asarray(stop, bool).reshape(n)
+                active = tuple(jnp.asarray(np.concatenate([~stopped[idx], np.repeat(~stopped[idx[-1:]], p)]))
+                               for idx, p in zip(members, pads))
+                if mesh is not None:
+                    active = jax.device_put(active, sharding)
     t_train = time.perf_counter()
-    # one run at a time: the evaluation is cheap, and so it is bitwise `rnnjax train`'s
-    evals = jax.jit(lambda ps: tuple(jax.lax.map(lambda q, t=t, b=b: t.evaluate(q, b), p)
-                                     for t, b, p in zip(trainers, eval_batches, ps)),
-                    compiler_options=options)(tuple(s.params for s in states))
+    if evals is None:
+        evals = evaluate_all(tuple(s.params for s in states))
     evals, pieces, counters = jax.device_get(
         (evals, pieces, [(s.step, s.skipped, s.consecutive_skips) for s in states]))
     t_eval = time.perf_counter()
 
     # ---- back to the order of ``configs`` (dropping the padding copies)
     order = [i for idx in members for i in idx]
-    where = {i: (v, j) for v, idx in enumerate(members) for j, i in enumerate(idx)}
     metrics = {k: np.concatenate([np.concatenate([p[v][k] for p in pieces], axis=1)[: len(members[v])]
                                   for v in range(len(variants))])
                for k in pieces[0][0]}
@@ -308,7 +359,7 @@ def run_sweep(
             "skipped_steps": int(counters[v][1][j]),
             "steps": int(counters[v][0][j]),
             "status": ("stopped_non_finite" if c.max_skips and int(counters[v][2][j]) >= c.max_skips
-                       else "completed"),
+                       else "stopped" if stopped[i] else "completed"),
             "config": c.to_json(),
         })
     timing = {"init_s": t_init - t_start, "compile_s": t_compile - t_init, "train_s": t_train - t_compile,

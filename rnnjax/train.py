@@ -250,7 +250,7 @@ def check_model_fits_task(model: Model, task: Any) -> None:
     if model.loss_name != task.loss:
         raise ValueError(f"model: loss {model.loss_name!r} does not fit task {task.name!r}, whose loss is "
                          f"{task.loss!r}")
-    width = getattr(model.cell, "input_size", None)
+    width = getattr(model, "input_size", None) or getattr(model.cell, "input_size", None)
     if width is not None and model.pattern != "one_to_many" and width != task.input_size:
         raise ValueError(f"model: the cell takes inputs of width {width}, task {task.name!r} gives width "
                          f"{task.input_size}; build the cell with input_size={task.input_size}")
@@ -293,6 +293,7 @@ def make_trainer(
     max_skips: int | None = None,
     streaming: bool = False,
     batch_invariant: bool = False,
+    objective: Callable[..., tuple[Any, dict]] | None = None,
 ) -> Trainer:
     """Build the pure functions of a training run (see ``Trainer``); nothing is jitted here.
 
@@ -307,6 +308,10 @@ def make_trainer(
         define ``stream``).
       batch_invariant: build the step for a vectorised sweep (``make_train_step``;
         ``rnnjax.sweep.run_sweep(method="vmap")``). A single run never needs it.
+      objective: ``objective(params, batch, step, loss) -> (value, aux)``: the
+        scalar the step differentiates, from the task ``loss`` of ``batch`` at
+        training step ``step`` (traced), e.g. ``flossing_objective``; its ``aux``
+        scalars join the metrics. None: the task loss itself.
 
     Returns:
       A ``Trainer``.
@@ -318,9 +323,13 @@ def make_trainer(
     if streaming and task.stream is None:
         raise ValueError(f"streaming: task {task.name!r} defines no stream")
     check_model_fits_task(model, task)
-    def loss_with_key(params, batch_and_key, *carry):  # the step's dropout key travels with its batch
-        batch, key = batch_and_key
-        return model.loss(params, batch, *carry, key=key)
+    def loss_with_key(params, batch_key_step, *carry):  # the step's dropout key and index travel with its batch
+        batch, key, step_index = batch_key_step
+        loss, aux = model.loss(params, batch, *carry, key=key)
+        if objective is None:
+            return loss, aux
+        value, extra = objective(params, batch, step_index, loss)
+        return value, {**aux, **extra}
 
     train_step = make_train_step(loss_with_key, optimizer, has_aux=True, jit=False, batch_invariant=batch_invariant)
     stream_next = task.stream(jax.random.key(0), batch_size)[1] if streaming else None
@@ -347,7 +356,7 @@ def make_trainer(
             data_state = state.data_state
             batch = task.sample(jax.random.fold_in(state.data_key, state.step), batch_size)
         dropout_key = jax.random.fold_in(jax.random.fold_in(state.data_key, _DROPOUT_STREAM), state.step)
-        new_state, metrics = train_step(state, (batch, dropout_key))
+        new_state, metrics = train_step(state, (batch, dropout_key, state.step))
         new_state = new_state._replace(data_state=data_state)
         if max_skips is None:
             return new_state, {**metrics, "halted": jnp.array(False)}
@@ -406,6 +415,10 @@ class RunConfig:
     bidirectional: bool = _field(False, "bidirectional recurrent layers (forward and backward outputs concatenated)")
     layers: int = _field(1, "number of stacked recurrent layers")
     dropout: float = _field(0.0, "dropout probability between stacked layers (training only)")
+    embed: int = _field(0, "embed the task's tokens into E-wide learnt vectors (many_to_one/many_to_many); 0 = "
+                        "one-hot inputs", metavar="E")
+    pool: str = _field("last", "many_to_one readout: last (last valid output) or mean (mean over valid steps)")
+    attention: bool = _field(False, "seq2seq: Luong attention of the decoder over the encoder outputs")
     task_options: tuple = _field((), "task options as sorted (key, value) pairs")
     max_skips: int = _field(20, "stop after N consecutive skipped (non-finite) steps", loop=True, metavar="N")
     eval_every: int = _field(0, "evaluate (and checkpoint) every N steps; 0 = at the end only", loop=True,
@@ -415,6 +428,16 @@ class RunConfig:
     gradflow_every: int = _field(0, "every N steps log ||dL/dh_t|| for all t (mean over 16 evaluation sequences)",
                                  loop=True, metavar="N")
     tensorboard: bool = _field(False, "also write TensorBoard event files to DIR/tensorboard", loop=True)
+    lyapunov_every: int = _field(0, "every N steps log the top --lyapunov-k Lyapunov exponents on 8 evaluation "
+                                 "sequences to lyapunov.jsonl; 0 = off", loop=True, metavar="N")
+    lyapunov_k: int = _field(3, "number of Lyapunov exponents logged by --lyapunov-every", loop=True, metavar="K")
+    floss_k: int = _field(0, "gradient flossing: push the top K Lyapunov exponents of the batch's trajectories "
+                          "towards 0 (rnnjax.dynamics.flossing_loss); 0 = off", metavar="K")
+    floss_weight: float = _field(1.0, "weight of the flossing loss added to the task loss")
+    floss_every: int = _field(1, "floss on every N-th step after the pretraining; 0 = only during --floss-pretrain",
+                              metavar="N")
+    floss_pretrain: int = _field(0, "the first N steps optimise the flossing loss alone (no task loss)",
+                                 metavar="N")
 
     @staticmethod
     def loop_fields() -> tuple[str, ...]:
@@ -444,8 +467,14 @@ class RunConfig:
 
         for name in ("hidden", "batch_size", "steps", "layers", "max_skips", "log_every"):
             integer(name, 1)
-        for name in ("eval_every", "checkpoint_every", "gradflow_every", "remat"):
+        for name in ("eval_every", "checkpoint_every", "gradflow_every", "remat", "lyapunov_every", "floss_k",
+                     "floss_every", "floss_pretrain"):
             integer(name, 0)
+        integer("lyapunov_k", 1)
+        number("floss_weight", False)
+        if self.floss_k and not (self.floss_every or self.floss_pretrain):
+            raise ValueError(f"floss_every: expected a positive integer when floss_pretrain is 0 (flossing with "
+                             f"floss_k={self.floss_k} would never run), got {self.floss_every!r}")
         integer("seq_len", 1, optional=True)
         integer("tbptt", 1, optional=True)
         integer("seed", -(2**63))
@@ -455,7 +484,10 @@ class RunConfig:
         number("clip", False)
         if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
             raise ValueError(f"dropout: expected a probability in [0, 1), got {self.dropout!r}")
-        for name in ("bidirectional", "tensorboard"):
+        integer("embed", 0)
+        if self.pool not in ("last", "mean"):
+            raise ValueError(f"pool: expected 'last' or 'mean', got {self.pool!r}")
+        for name in ("bidirectional", "tensorboard", "attention"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: expected a bool, got {getattr(self, name)!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -545,8 +577,82 @@ def build(config: RunConfig, *, batch_invariant: bool = False) -> Trainer:
     extra = {"momentum": config.momentum} if config.momentum else {}
     optimizer = make_optimizer(config.lr, clip=config.clip, name=config.optimizer, **extra)
     streaming = config.tbptt is not None and task.stream is not None
+    objective = None
+    if config.floss_k:
+        objective = flossing_objective(model, task, config.floss_k, weight=config.floss_weight,
+                                       every=config.floss_every, pretrain=config.floss_pretrain)
     return make_trainer(model, task, optimizer, batch_size=config.batch_size, max_skips=config.max_skips,
-                        streaming=streaming, batch_invariant=batch_invariant)
+                        streaming=streaming, batch_invariant=batch_invariant, objective=objective)
+
+
+def dynamics_cell(model: Model, task: Any, name: str) -> Any:
+    """The ``Cell`` whose step drives ``model`` on ``task``'s inputs (for Lyapunov spectra and flossing).
+
+    Raises:
+      ValueError: starting with ``name``, when the model is not a single-direction many-to-one or many-to-many
+        model of one ``rnnjax.Cell`` (a stack counts) reading the task's inputs directly.
+    """
+    from rnnjax._cells import Cell
+
+    if model.pattern not in ("many_to_one", "many_to_many") or not isinstance(model.cell, Cell):
+        raise ValueError(f"{name}: needs a many_to_one or many_to_many model of one rnnjax.Cell (no bidirectional "
+                         f"or dropout layers), got a {model.pattern} model of {type(model.cell).__name__}")
+    if model.cell.input_size != task.input_size:
+        raise ValueError(f"{name}: needs a cell that reads the task's inputs (width {task.input_size}), got one of "
+                         f"width {model.cell.input_size} (no --embed)")
+    return model.cell
+
+
+def flossing_objective(model: Model, task: Any, k: int, *, weight: float = 1.0, every: int = 1,
+                       pretrain: int = 0) -> Callable[..., tuple[Any, dict]]:
+    """Gradient flossing as a ``make_trainer`` objective: task loss plus ``weight`` times the flossing loss.
+
+    At step ``s``: ``objective = [s >= pretrain] * loss + weight * F * floss``,
+    ``floss`` the mean over the batch's sequences of
+    ``rnnjax.dynamics.flossing_loss(cell, params.cell, x, k, transient=T // 10)``
+    (the trajectory from the zero carry, as the model runs it) and ``F`` = 1
+    on flossing steps (``s < pretrain``, or ``every > 0`` and ``s % every == 0``),
+    else 0 (computed only then: ``lax.cond``). Both gradients join inside the
+    one jitted step, so any optax optimizer applies to their sum.
+
+    Args:
+      model, task: the run's model (see ``dynamics_cell``) and task.
+      k: exponents to floss, ``>= 1``.
+      weight: of the flossing loss, ``>= 0``.
+      every: floss every ``every``-th step after the pretraining (0: never).
+      pretrain: the first ``pretrain`` steps optimise the flossing loss alone.
+
+    Returns:
+      ``objective(params, batch, step, loss) -> (value, {"floss": floss or NaN off flossing steps})``.
+
+    References:
+      Engelken, "Gradient flossing", NeurIPS 2023, arXiv:2312.17306 (Sec. 3; flossing before and during training).
+    """
+    from rnnjax import dynamics
+
+    from rnnjax._carry import carry_size
+
+    cell = dynamics_cell(model, task, "floss_k")
+    n = carry_size(cell)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+        raise ValueError(f"floss_k: expected an integer in [1, {n}] (the carry has {n} real entries), got {k!r}")
+
+    def objective(params, batch, step, loss):
+        xs = batch.inputs
+        transient = xs.shape[1] // 10
+
+        def floss_fn(p):
+            per_seq = jax.vmap(lambda x: dynamics.flossing_loss(cell, p, x, k, transient=transient))(xs)
+            return jnp.mean(per_seq).astype(loss.dtype)
+
+        on = step < pretrain
+        if every:
+            on = on | (step % every == 0)
+        floss = jax.lax.cond(on, floss_fn, lambda p: jnp.zeros((), loss.dtype), params.cell)
+        task_part = jnp.where(step < pretrain, jnp.zeros_like(loss), loss)
+        return task_part + weight * floss, {"floss": jnp.where(on, floss, jnp.nan)}
+
+    return objective
 
 
 def _model_options(config: RunConfig) -> dict:
@@ -560,6 +666,12 @@ def _model_options(config: RunConfig) -> dict:
         options["layers"] = config.layers
     if config.dropout:
         options["dropout"] = config.dropout
+    if config.embed:
+        options["embed"] = config.embed
+    if config.pool != "last":
+        options["pool"] = config.pool
+    if config.attention:
+        options["attention"] = True
     return options
 
 

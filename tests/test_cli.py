@@ -193,3 +193,21 @@ def test_demo_tiny(tmp_path, capsys):
             assert all(0 < g < float("inf") for g in profile)
     assert (out / "learning_curves.png").stat().st_size > 1000
     assert main(["demo", "--cells", "nope", "--out", str(out)]) == 2
+
+
+@pytest.mark.parametrize("package", ["mlxtend", "optuna"])
+def test_a_missing_optional_package_is_one_line_naming_the_install(tmp_path, capsys, monkeypatch, package):
+    """A task whose data package is absent (or any optional extra) ends as one line, exit 2, nothing written."""
+    from rnnjax.tasks import _datasets
+
+    def missing():
+        raise ModuleNotFoundError(f"No module named {package!r}", name=package)
+
+    monkeypatch.setattr(_datasets, "_load_mnist5k", missing)
+    out = tmp_path / "run"
+    assert main(["train", "--task", "smnist", "--cell", "gru", "--hidden", "4", "--steps", "1",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rnnjax train: error: ")
+    assert ("rnnjax[data]" if package == "mlxtend" else "rnnjax[search]") in err
+    assert not out.exists()

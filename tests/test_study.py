@@ -243,3 +243,20 @@ def test_momentum_is_a_value_setting_and_checked():
         dataclasses.replace(TINY, momentum=0.5).validate()
     with pytest.raises(ValueError, match=r"momentum: expected a number in \[0, 1\)"):
         dataclasses.replace(base, momentum=1.0).validate()
+
+
+def test_gradflow_summaries_of_a_token_task_read_the_ids_as_the_model_does():
+    """wordlm feeds token ids: lambda_max at init is the cell's spectrum on their one-hot vectors."""
+    from rnnjax.gradflow import lyapunov_spectrum
+
+    base = RunConfig(task="wordlm", cell="gru", hidden=8, seq_len=8, batch_size=4, steps=2,
+                     task_options=(("eval_size", 4), ("max_words", 5000), ("vocab_size", 50)))
+    result = study.run_study(base, None, seeds=(0,), progress=False)
+    run = result.configurations[0]["runs"][0]
+    assert run["status"] == "completed" and set(run["gradflow_init"]) == {"decay_rate", "grad_ratio", "lambda_max"}
+    trainer = build(base)
+    params = jax.jit(trainer.init)(run_key(0), base.lr).params
+    xs = jax.nn.one_hot(trainer.task.eval_batch().inputs[0], trainer.task.input_size,
+                        dtype=jax.tree.leaves(params.cell)[0].dtype)
+    want = float(lyapunov_spectrum(trainer.model.cell, params.cell, xs, k=1)[0])
+    assert run["gradflow_init"]["lambda_max"] == pytest.approx(want, rel=1e-6)

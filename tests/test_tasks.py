@@ -26,6 +26,14 @@ SMALL = {
     "charlm": dict(seq_len=16, max_chars=20_000, eval_size=16),
     "reverse": dict(seq_len=6, eval_size=32),
     "sinegen": dict(seq_len=12, eval_size=32),
+    "flipflop": dict(seq_len=20, eval_size=32),
+    "sunspots": dict(),
+    "elnino": dict(),
+    "chorales": dict(seq_len=16, max_pieces=12),
+    "captions": dict(),
+    "sentiment": dict(seq_len=20, max_examples=600, max_vocab=500),
+    "numbers": dict(max_number=999, count=400),
+    "wordlm": dict(seq_len=16, max_words=20_000, vocab_size=300, eval_size=16),
 }
 
 
@@ -64,7 +72,7 @@ def test_get_task_errors_name_the_argument():
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_shapes_dtypes_and_determinism(name):
     task = small_task(name)
-    assert isinstance(task, Task) and task.name == name and task.loss in ("mse", "xent")
+    assert isinstance(task, Task) and task.name == name and task.loss in ("mse", "xent", "bce")
     sample = jax.jit(task.sample, static_argnums=1)
     b1 = sample(jax.random.key(3), 5)
     b2 = sample(jax.random.key(3), 5)
@@ -75,24 +83,36 @@ def test_shapes_dtypes_and_determinism(name):
         np.asarray(b1.targets), np.asarray(b3.targets)
     )
     T = task.info["seq_len"] if name != "copy" else task.info["total_length"]
+    target_T = task.info.get("max_target_len", T) if task.pattern == "seq2seq" else T
     if task.pattern == "one_to_many":
         chex.assert_shape(b1.inputs, (5, task.input_size))
+        chex.assert_type(b1.inputs, jnp.float32)
+    elif jnp.issubdtype(b1.inputs.dtype, jnp.integer):  # token ids for an embedding (sentiment, wordlm)
+        chex.assert_type(b1.inputs, jnp.int32)
+        chex.assert_shape(b1.inputs, (5, T))
+        assert int(b1.inputs.min()) >= 0 and int(b1.inputs.max()) < task.input_size
     else:
         chex.assert_shape(b1.inputs, (5, T, task.input_size))
-    chex.assert_type(b1.inputs, jnp.float32)
+        chex.assert_type(b1.inputs, jnp.float32)
     if task.loss == "xent":
         chex.assert_type(b1.targets, jnp.int32)
-        target_shape = (5,) if task.pattern == "many_to_one" else (5, T)
+        target_shape = (5,) if task.pattern == "many_to_one" else (5, target_T)
         chex.assert_shape(b1.targets, target_shape)
         assert int(b1.targets.min()) >= 0 and int(b1.targets.max()) < task.output_size
     else:
         chex.assert_type(b1.targets, jnp.float32)
-        target_shape = (5, task.output_size) if task.pattern == "many_to_one" else (5, T, task.output_size)
+        target_shape = (5, task.output_size) if task.pattern == "many_to_one" else (5, target_T, task.output_size)
         chex.assert_shape(b1.targets, target_shape)
+        if task.loss == "bce":
+            assert set(np.unique(np.asarray(b1.targets))) <= {0.0, 1.0}
     # the evaluation set is fixed: the same object on every call (rebuilding: see the seed test)
     e1 = task.eval_batch()
     assert task.eval_batch() is e1
-    assert e1.inputs.shape[1:] == b1.inputs.shape[1:] and e1.targets.shape[1:] == b1.targets.shape[1:]
+    if e1.inputs.shape[1:] != b1.inputs.shape[1:]:  # whole evaluation sequences (chorales): masked by lengths
+        assert e1.inputs.shape[2:] == b1.inputs.shape[2:] and e1.input_lengths is not None
+        assert int(np.max(e1.input_lengths)) == e1.inputs.shape[1]
+    else:
+        assert e1.targets.shape[1:] == b1.targets.shape[1:]
     assert task.baseline_loss is not None and task.baseline_loss > 0
 
 

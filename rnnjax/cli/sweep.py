@@ -26,7 +26,8 @@ from rnnjax.cli import CLIError, parse_list
 from rnnjax.cli._runflags import add_run_arguments, config_from_args, run_argv
 
 SWEPT = ("init_gain", "seed", "lr")
-NOT_FOR_SWEEPS = ("eval_every", "checkpoint_every", "log_every", "gradflow_every", "tensorboard")
+NOT_FOR_SWEEPS = ("eval_every", "checkpoint_every", "log_every", "gradflow_every", "tensorboard",
+                  "lyapunov_every", "lyapunov_k")
 
 
 def register(subparsers) -> None:

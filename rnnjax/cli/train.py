@@ -11,6 +11,9 @@ against the stored run) runs before the first byte is written. ``DIR`` gets:
 - ``checkpoint.msgpack``: the whole ``TrainState`` and the run's config, written atomically, finite values only,
   at step 0, at every evaluation, every ``--checkpoint-every`` steps (default 500) and at the end;
 - ``gradflow.jsonl`` (``--gradflow-every N``): ``{"step", "grad_norms": [||dL/dc_t|| for t < T]}``;
+- ``lyapunov.jsonl`` (``--lyapunov-every N``): ``{"step", "exponents": [lambda_1 >= ... >= lambda_K]}``, the
+  mean over 8 evaluation sequences of ``rnnjax.gradflow.lyapunov_spectrum`` (transient T // 10), and
+  ``lyapunov.png``, the exponents against the training step (TensorBoard: ``train/lyapunov_<i>``);
 - ``tensorboard/`` (``--tensorboard``): the same metrics as TensorBoard event files;
 - ``summary.json``: ``{"task", "cell", "steps", "eval": {"loss", "baseline_loss", "accuracy"},
   "skipped_steps", "wall_time_s", "status", ...}``;
@@ -35,7 +38,8 @@ from rnnjax.cli._runflags import add_run_arguments, as_cli_error, config_from_ar
 
 CHECKPOINT = "checkpoint.msgpack"
 CHUNK = 100  # steps per compiled lax.scan; boundaries are multiples of this (and of the eval/checkpoint periods)
-LOGS = ("metrics.jsonl", "eval.jsonl", "gradflow.jsonl")
+LOGS = ("metrics.jsonl", "eval.jsonl", "gradflow.jsonl", "lyapunov.jsonl")
+LYAPUNOV_SEQUENCES = 8  # evaluation sequences averaged by --lyapunov-every
 DEFAULT_CHECKPOINT_EVERY = 500
 
 
@@ -59,13 +63,22 @@ def register(subparsers) -> None:
     add_device_arguments(p)
     p.set_defaults(func=train_command)
 
-    s = subparsers.add_parser("sample", help="generate text from a trained charlm run",
-                              description="Generate text from the checkpoint of a charlm run in --out.")
-    s.add_argument("--out", required=True, help="run directory written by rnnjax train --task charlm")
-    s.add_argument("--length", type=int, default=500, help="characters to generate (default 500)")
-    s.add_argument("--prime", default="\n", help="text the model reads first (default a newline)")
+    s = subparsers.add_parser("sample", help="generate text from a trained charlm or wordlm run (a MIDI file from "
+                              "chorales)",
+                              description="Generate text from the checkpoint of a charlm or wordlm run in --out; for a "
+                              "chorales run, write a MIDI file and a piano-roll PNG.")
+    s.add_argument("--out", required=True, help="run directory written by rnnjax train --task charlm (or wordlm, "
+                   "chorales)")
+    s.add_argument("--length", type=int, default=500, help="characters (charlm) or words (wordlm) to generate "
+                   "(default 500)")
+    s.add_argument("--prime", default="\n", help="text the model reads first (default a newline; wordlm reads a "
+                   "blank prime as '.')")
     s.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 = greedy (default 0.8)")
     s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    s.add_argument("--midi", default=None, help="chorales: MIDI file to write (default OUT/sample.mid); the "
+                   "piece starts with the first --prime-frames frames of the first test chorale")
+    s.add_argument("--png", default=None, help="chorales: piano-roll PNG to write (default OUT/sample.png)")
+    s.add_argument("--prime-frames", type=int, default=4, help="chorales: frames of the prime (default 4)")
     s.set_defaults(func=sample_command)
 
 
@@ -157,6 +170,58 @@ def _gradflow_fn(trainer):
     except (ValueError, TypeError) as err:
         raise CLIError(f"--gradflow-every: {str(err).splitlines()[0]}") from None
     return jax.jit(lambda params: grad_profile(trainer.model, params, batch))
+
+
+def _lyapunov_fn(trainer, k: int):
+    """A jitted ``params -> (k,)``: the mean top-``k`` Lyapunov spectrum on the first evaluation sequences."""
+    import jax
+    import jax.numpy as jnp
+
+    from rnnjax import gradflow
+    from rnnjax._carry import carry_size
+    from rnnjax.train import dynamics_cell
+
+    try:
+        cell = dynamics_cell(trainer.model, trainer.task, "lyapunov_every")
+    except ValueError as err:
+        raise as_cli_error(err) from None
+    n = carry_size(cell)
+    if k > n:
+        raise CLIError(f"--lyapunov-k: expected an integer in [1, {n}] (the carry has {n} real entries), got {k}")
+    xs = trainer.task.eval_batch().inputs[:LYAPUNOV_SEQUENCES]
+    transient = xs.shape[1] // 10
+
+    def spectrum(params):
+        per_seq = jax.vmap(lambda x: gradflow.lyapunov_spectrum(cell, params.cell, x.astype(
+            jnp.result_type(*jax.tree.leaves(params.cell))), k=k, transient=transient))(xs)
+        return jnp.mean(per_seq, axis=0)
+
+    return jax.jit(spectrum)
+
+
+def lyapunov_figure(path: str, rows: list[dict]) -> None:
+    """Plot ``lyapunov.jsonl`` rows (``{"step", "exponents"}``): each exponent against the training step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    k = max((len(r["exponents"]) for r in rows), default=0)
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    for i in range(k):
+        ys = [r["exponents"][i] if i < len(r["exponents"]) and r["exponents"][i] is not None else float("nan")
+              for r in rows]
+        ax.plot(steps, ys, marker="o", ms=3, label=f"$\\lambda_{{{i + 1}}}$")
+    ax.axhline(0.0, color="k", lw=0.6)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("Lyapunov exponent (nats/step)")
+    ax.set_title("Lyapunov spectrum through training", fontsize=9)
+    if k:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 # -------------------------------------------------------------------------------------------- train
@@ -259,7 +324,10 @@ def _train(args, config, mesh, lock) -> int:
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise as_cli_error(err) from None
     gradflow = _gradflow_fn(trainer) if config.gradflow_every else None
+    lyapunov = _lyapunov_fn(trainer, config.lyapunov_k) if config.lyapunov_every else None
     init, run = jax.jit(trainer.init), None
+    if mesh is not None and config.floss_k:
+        raise CLIError("--floss-k: gradient flossing runs on one device; drop --devices/--coordinator")
     if mesh is not None:
         from rnnjax import distributed
 
@@ -273,7 +341,7 @@ def _train(args, config, mesh, lock) -> int:
     if lock is not None:
         lock.record()
         _prepare_directory(args.out, config, plan, args.devices)
-    return _train_loop(config, trainer, plan, args.out, run, gradflow, writer=lock is not None)
+    return _train_loop(config, trainer, plan, args.out, run, gradflow, writer=lock is not None, lyapunov=lyapunov)
 
 
 def _prepare_directory(out: str, config, plan: _Plan, devices: int) -> None:
@@ -294,13 +362,14 @@ def _prepare_directory(out: str, config, plan: _Plan, devices: int) -> None:
 
 def _boundaries(config):
     periods = [CHUNK]
-    for p in (config.eval_every, config.checkpoint_every or DEFAULT_CHECKPOINT_EVERY, config.gradflow_every):
+    for p in (config.eval_every, config.checkpoint_every or DEFAULT_CHECKPOINT_EVERY, config.gradflow_every,
+              config.lyapunov_every):
         if p:
             periods.append(p)
     return periods
 
 
-def _train_loop(config, trainer, plan, out, run=None, gradflow=None, *, writer: bool = True) -> int:
+def _train_loop(config, trainer, plan, out, run=None, gradflow=None, *, writer: bool = True, lyapunov=None) -> int:
     """Run the chunks, logging, evaluating and checkpointing; ``writer=False`` computes the same and writes nothing."""
     import jax
     import numpy as np
@@ -339,6 +408,19 @@ def _train_loop(config, trainer, plan, out, run=None, gradflow=None, *, writer: 
         log.profile(s, np.asarray(gradflow(state.params), dtype=np.float64).tolist())
         log.flush()
 
+    def do_lyapunov(s):
+        import json
+
+        from rnnjax.writers import TensorBoardWriter
+
+        exps = [float(x) if math.isfinite(float(x)) else None for x in np.asarray(lyapunov(state.params))]
+        if writer:
+            with open(os.path.join(out, "lyapunov.jsonl"), "a") as f:
+                f.write(json.dumps({"step": int(s), "exponents": exps}) + "\n")
+        for w in log.writers:
+            if isinstance(w, TensorBoardWriter):
+                w.scalars(s, {f"lyapunov_{i + 1}": x for i, x in enumerate(exps)})
+
     def save(s):
         if writer:
             meta = {"step": s, "wall_time_s": wall(), "config": config.to_json()}
@@ -350,6 +432,8 @@ def _train_loop(config, trainer, plan, out, run=None, gradflow=None, *, writer: 
             save(0)
         if gradflow is not None and step == 0:
             do_gradflow(0)
+        if lyapunov is not None and step == 0:
+            do_lyapunov(0)
         while step < total:
             nxt = min([(step // p + 1) * p for p in periods] + [total])
             state, m = run(state, nxt - step)
@@ -362,6 +446,8 @@ def _train_loop(config, trainer, plan, out, run=None, gradflow=None, *, writer: 
                            "wall_time_s": now}
                     if "accuracy" in m:
                         row["accuracy"] = m["accuracy"][i]
+                    if "floss" in m:
+                        row["floss"] = m["floss"][i]
                     log.scalars(int(s), row)
             log.flush()
             step = int(state.step)
@@ -383,12 +469,16 @@ def _train_loop(config, trainer, plan, out, run=None, gradflow=None, *, writer: 
                 do_eval(step)
             if gradflow is not None and step % config.gradflow_every == 0:
                 do_gradflow(step)
+            if lyapunov is not None and step % config.lyapunov_every == 0:
+                do_lyapunov(step)
             if evaluated or step % ckpt_every == 0:  # a checkpoint at every evaluation, as documented
                 save(step)
         save(step)
         do_eval(step)
         if gradflow is not None and step % config.gradflow_every == 0 and step > 0:
             do_gradflow(step)
+        if lyapunov is not None and step % config.lyapunov_every == 0 and step > 0:
+            do_lyapunov(step)
     finally:
         log.close()
         progress.close()
@@ -411,6 +501,10 @@ def _train_loop(config, trainer, plan, out, run=None, gradflow=None, *, writer: 
     }
     if writer:
         write_json(os.path.join(out, "summary.json"), summary)
+        if lyapunov is not None and os.path.exists(os.path.join(out, "lyapunov.jsonl")):
+            from rnnjax.rundir import read_jsonl
+
+            lyapunov_figure(os.path.join(out, "lyapunov.png"), read_jsonl(os.path.join(out, "lyapunov.jsonl")))
     if status != "completed":
         print(f"rnnjax train: run stopped after {config.max_skips} consecutive non-finite steps "
               f"(step {step} of {total}); summary in {os.path.join(out, 'summary.json')}", file=sys.stderr)
@@ -420,7 +514,7 @@ def _train_loop(config, trainer, plan, out, run=None, gradflow=None, *, writer: 
 
 # ------------------------------------------------------------------------------------------- sample
 def sample_command(args) -> int:
-    """Handler of ``rnnjax sample``: print ``--length`` characters generated by a charlm run."""
+    """Handler of ``rnnjax sample``: print ``--length`` characters (charlm) or words (wordlm) generated by a run."""
     import jax
     import numpy as np
 
@@ -442,8 +536,10 @@ def sample_command(args) -> int:
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise CLIError(f"--out: cannot rebuild the run: {str(err).splitlines()[0]}") from None
     info = trainer.task.info
+    if "write_midi" in info:
+        return _sample_roll(args, config, trainer)
     if "encode" not in info or "decode" not in info or trainer.model.pattern != "many_to_many":
-        raise CLIError(f"--out: sampling needs a character-level language model run (charlm), got task {config.task!r}")
+        raise CLIError(f"--out: sampling needs a language model run (charlm, wordlm), got task {config.task!r}")
     template = jax.jit(trainer.init)(run_key(config.seed))
     try:
         state, _ = ckpt.load(os.path.join(args.out, CHECKPOINT), template)
@@ -453,10 +549,58 @@ def sample_command(args) -> int:
         prime = np.asarray(info["encode"](args.prime))
     except (ValueError, KeyError) as err:
         raise CLIError(f"--prime: {str(err).splitlines()[0]}") from None
+    separator = info.get("separator", "")  # " " for a word-level model (wordlm)
+    if prime.size == 0 and separator:
+        prime = np.asarray(info["encode"]("."))  # a blank prime: start as after the end of a sentence
     if prime.size == 0:
         raise CLIError("--prime: expected at least one character")
     toks = jax.jit(generate, static_argnums=(0, 4), static_argnames="temperature")(
         trainer.model, state.params, jax.random.key(args.seed), prime, args.length, temperature=args.temperature
     )
-    sys.stdout.write(args.prime + info["decode"](np.asarray(toks)) + "\n")
+    text = info["decode"](np.asarray(toks))
+    if separator:
+        text = (args.prime.strip() + separator if args.prime.strip() else "") + text
+    else:
+        text = args.prime + text
+    sys.stdout.write(text + "\n")
+    return 0
+
+
+def _sample_roll(args, config, trainer) -> int:
+    """``rnnjax sample`` of a piano-roll run (chorales): write a MIDI file and a piano-roll PNG."""
+    import jax
+    import numpy as np
+
+    from rnnjax import checkpoint as ckpt
+    from rnnjax.models import generate_bernoulli
+    from rnnjax.train import run_key
+
+    info = trainer.task.info
+    test = trainer.task.eval_batch()
+    first = int(np.asarray(test.input_lengths)[0])
+    _positive("prime-frames", args.prime_frames)
+    if args.prime_frames > first:
+        raise CLIError(f"--prime-frames: expected at most {first} (the first test chorale's steps), "
+                       f"got {args.prime_frames}")
+    midi = args.midi or os.path.join(args.out, "sample.mid")
+    png = args.png or os.path.join(args.out, "sample.png")
+    for flag, path in (("--midi", midi), ("--png", png)):
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise CLIError(f"{flag}: folder {folder} does not exist")
+    template = jax.jit(trainer.init)(run_key(config.seed))
+    try:
+        state, _ = ckpt.load(os.path.join(args.out, CHECKPOINT), template)
+    except ckpt.CheckpointError as err:
+        raise CLIError(f"--out: {err}") from None
+    prime = np.asarray(test.inputs[0, :args.prime_frames])
+    try:
+        frames = jax.jit(generate_bernoulli, static_argnums=(0, 4), static_argnames="temperature")(
+            trainer.model, state.params, jax.random.key(args.seed), prime, args.length, temperature=args.temperature)
+    except ValueError as err:
+        raise as_cli_error(err) from None
+    roll = np.concatenate([prime, np.asarray(frames)], axis=0)
+    info["write_midi"](roll, midi)
+    info["plot_roll"](roll, png, f"{config.task}: {args.prime_frames} prime + {args.length} sampled frames")
+    sys.stdout.write(f"wrote {midi} and {png} ({len(roll)} frames of {info['quarter_length']} quarter notes)\n")
     return 0

@@ -17,9 +17,16 @@ import numpy as np
 
 from rnnjax._batch import PATTERNS, Batch
 from rnnjax.tasks._base import Task
+from rnnjax.tasks._captions import captions
 from rnnjax.tasks._datasets import digits, mnist1d, psmnist, smnist, smnist_permutation
+from rnnjax.tasks._music import chorales
+from rnnjax.tasks._flipflop import flipflop
+from rnnjax.tasks._series import elnino, sunspots
 from rnnjax.tasks._synthetic import adding, copy_memory, reverse, sinegen, sines
+from rnnjax.tasks._numbers import numbers
+from rnnjax.tasks._sentiment import sentiment
 from rnnjax.tasks._text import charlm
+from rnnjax.tasks._wordlm import wordlm
 
 # name -> builder(seq_len=None, seed=0, **options) -> Task
 TASKS: dict[str, Callable[..., Task]] = {
@@ -33,6 +40,14 @@ TASKS: dict[str, Callable[..., Task]] = {
     "charlm": charlm,  # many_to_many, xent, baseline: unigram entropy; has ``stream``
     "reverse": reverse,  # seq2seq, xent, variable lengths, baseline log V
     "sinegen": sinegen,  # one_to_many, mse, baseline 1/2
+    "sunspots": sunspots,  # many_to_one (horizon 1) or seq2seq (horizon > 1), mse; baseline persistence; statsmodels
+    "elnino": elnino,  # as sunspots, monthly El Nino SSTs (season 12); statsmodels
+    "chorales": chorales,  # many_to_many, bce (NLL per frame), baseline independent pitch marginals; music21
+    "captions": captions,  # one_to_many with teacher forcing, xent, baseline image-free prefix LM
+    "sentiment": sentiment,  # many_to_one, xent, Rotten Tomatoes fresh/rotten, token ids; baseline: class prior
+    "numbers": numbers,  # seq2seq, xent, digits -> num2words words (en/fr); baseline log V
+    "wordlm": wordlm,  # many_to_many, xent, Shakespeare words, token ids; baseline: unigram; has ``stream``
+    "flipflop": flipflop,  # many_to_many, mse, baseline 1 - (1-p)(1-(1-p)^T)/(pT) (predict 0)
 }
 
 

@@ -19,9 +19,11 @@ class Task(NamedTuple):
     Attributes:
       name: registry name (``"adding"``, ``"copy"``, ...).
       pattern: one of ``rnnjax.tasks.PATTERNS``.
-      input_size: I, width of each input step (vocabulary size for one-hot tokens).
+      input_size: I, width of each input step (vocabulary size V for token tasks,
+        whose inputs are ``(B, T)`` int32 ids read one-hot or through an embedding).
       output_size: O, regression width or number of classes.
-      loss: ``"mse"`` (float targets) or ``"xent"`` (int class targets).
+      loss: ``"mse"`` (float targets), ``"xent"`` (int class targets) or ``"bce"``
+        (0/1 float targets, independent Bernoulli outputs, e.g. piano-roll pitches).
       sample: ``sample(key, batch_size) -> Batch``, pure and jittable
         (``batch_size`` static): a fresh training batch.
       eval_batch: ``eval_batch() -> Batch``, the fixed evaluation set (test split).
