@@ -974,6 +974,29 @@ def grad_profile(model: Model, params: Any, batch: Batch) -> jax.Array:
     return jnp.mean(jax.vmap(one)(batch), axis=0)
 
 
+def _feed_back(cell: Cell, params: ModelParams, prime_inputs, last, read, draw, key: jax.Array, length: int):
+    """Autoregressive sampling shared by ``generate`` and ``generate_bernoulli``.
+
+    The cell reads ``prime_inputs (P - 1, I)`` from its initial carry, then ``length`` times steps on
+    ``read(s)`` of the last sample ``s`` (first ``last``, the prime's final element) and draws the next
+    ``s = draw(k, W_out y + b_out)``. The cell's parametrisation is prepared once, not per step.
+    Returns the ``length`` samples stacked.
+    """
+    step_cell, weights = prepare(cell, params.cell)
+    carry = cell.initial_carry()
+    if prime_inputs.shape[0] > 0:
+        carry, _ = jax.lax.scan(lambda c, x: (step_cell.step(weights, c, x)[0], None), carry, prime_inputs)
+
+    def body(state, k):
+        c, sample = state
+        c, y = step_cell.step(weights, c, read(sample))
+        nxt = draw(k, params.readout.w @ y + params.readout.b)
+        return (c, nxt), nxt
+
+    _, samples = jax.lax.scan(body, (carry, last), jax.random.split(key, length))
+    return samples
+
+
 def generate(
     model: Model,
     params: ModelParams,
@@ -1022,24 +1045,12 @@ def generate(
     def token(t):  # x_t: one-hot, or the embedding row of a model built with vocab_size
         return jax.nn.one_hot(t, vocab, dtype=dtype) if emb is None else emb[t]
 
-    xs = token(prime[:-1])
-    carry = cell.initial_carry()
-    step_cell, weights = prepare(cell, params.cell)  # a parametrised matrix is built once, not per token
-    if prime.shape[0] > 1:
-        carry, _ = jax.lax.scan(lambda c, x: (step_cell.step(weights, c, x)[0], None), carry, xs)
-
-    def body(state, k):
-        c, tok = state
-        c, y = step_cell.step(weights, c, token(tok))
-        logits = params.readout.w @ y + params.readout.b
+    def draw(k, logits):
         if temperature == 0:
-            nxt = jnp.argmax(logits).astype(jnp.int32)
-        else:
-            nxt = jax.random.categorical(k, logits / temperature).astype(jnp.int32)
-        return (c, nxt), nxt
+            return jnp.argmax(logits).astype(jnp.int32)
+        return jax.random.categorical(k, logits / temperature).astype(jnp.int32)
 
-    _, toks = jax.lax.scan(body, (carry, prime[-1]), jax.random.split(key, length))
-    return toks
+    return _feed_back(cell, params, token(prime[:-1]), prime[-1], token, draw, key, length)
 
 
 def generate_bernoulli(
@@ -1086,20 +1097,9 @@ def generate_bernoulli(
         raise ValueError(f"prime: expected frames of shape (P >= 1, {width}), got {tuple(prime.shape)}")
     if not temperature >= 0:
         raise ValueError(f"temperature: expected >= 0, got {temperature!r}")
-    step_cell, weights = prepare(cell, params.cell)
-    carry = cell.initial_carry()
-    if prime.shape[0] > 1:
-        carry, _ = jax.lax.scan(lambda c, x: (step_cell.step(weights, c, x)[0], None), carry, prime[:-1])
-
-    def body(state, k):
-        c, frame = state
-        c, y = step_cell.step(weights, c, frame)
-        logits = params.readout.w @ y + params.readout.b
+    def draw(k, logits):
         if temperature == 0:
-            nxt = (logits > 0).astype(dtype)
-        else:
-            nxt = jax.random.bernoulli(k, jax.nn.sigmoid(logits / temperature)).astype(dtype)
-        return (c, nxt), nxt
+            return (logits > 0).astype(dtype)
+        return jax.random.bernoulli(k, jax.nn.sigmoid(logits / temperature)).astype(dtype)
 
-    _, frames = jax.lax.scan(body, (carry, prime[-1]), jax.random.split(key, length))
-    return frames
+    return _feed_back(cell, params, prime[:-1], prime[-1], lambda frame: frame, draw, key, length)

@@ -98,32 +98,15 @@ def charlm(seq_len: int | None = None, seed: int = 0, *, text_file: str | None =
     store = np.uint8 if V <= 256 else np.int32
     train_ids = jnp.asarray(ids[:n_train].astype(store))
     eval_ids = ids[n_train:]
-    n_windows = min(eval_size, (n_eval - 1) // T_eval)
-    ev_in = eval_ids[: n_windows * T_eval].reshape(n_windows, T_eval)
-    ev_out = eval_ids[1 : n_windows * T_eval + 1].reshape(n_windows, T_eval)
+    ev_in, ev_out = eval_windows(eval_ids, T_eval, eval_size)
+    n_windows = ev_in.shape[0]
     eval_set = Batch(jax.nn.one_hot(jnp.asarray(ev_in), V, dtype=jnp.float32), jnp.asarray(ev_out, jnp.int32))
 
     counts = np.bincount(ids[:n_train], minlength=V).astype(np.float64)
     p = counts[counts > 0] / n_train
     entropy = float(-(p * np.log(p)).sum())
 
-    def windows(offsets: jax.Array) -> Batch:
-        idx = (offsets[:, None] + jnp.arange(T + 1)) % n_train
-        chunk = train_ids[idx].astype(jnp.int32)
-        return Batch(jax.nn.one_hot(chunk[:, :T], V, dtype=jnp.float32), chunk[:, 1:])
-
-    def sample(key: jax.Array, batch_size: int) -> Batch:
-        return windows(jax.random.randint(key, (batch_size,), 0, n_train - T, dtype=jnp.int32))
-
-    sample = jax.jit(sample, static_argnums=1)
-
-    def stream(key: jax.Array, batch_size: int):
-        state = jax.random.randint(key, (batch_size,), 0, n_train, dtype=jnp.int32)
-
-        def next_batch(state: jax.Array) -> tuple[jax.Array, Batch]:
-            return (state + T) % n_train, windows(state)
-
-        return state, next_batch
+    sample, stream = window_sampler(train_ids, T, lambda ids: jax.nn.one_hot(ids, V, dtype=jnp.float32))
 
     index = {c: i for i, c in enumerate(vocab)}
 
@@ -157,3 +140,40 @@ def charlm(seq_len: int | None = None, seed: int = 0, *, text_file: str | None =
               "baseline": "unigram entropy of the training text (nats)"},
         stream=stream,
     )
+
+
+def eval_windows(eval_ids: np.ndarray, T_eval: int, eval_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``min(eval_size, (len - 1) // T_eval)`` consecutive non-overlapping windows of a held-out
+    token stream: inputs ``(N, T_eval)`` and next-token targets ``(N, T_eval)``."""
+    n_windows = min(eval_size, (len(eval_ids) - 1) // T_eval)
+    ev_in = eval_ids[: n_windows * T_eval].reshape(n_windows, T_eval)
+    ev_out = eval_ids[1 : n_windows * T_eval + 1].reshape(n_windows, T_eval)
+    return ev_in, ev_out
+
+
+def window_sampler(train_ids: jax.Array, T: int, read):
+    """``(sample, stream)`` of a language-model task over one training token stream ``(n_train,)``.
+
+    ``sample(key, B)`` draws windows of ``T + 1`` tokens at random offsets; ``stream(key, B)`` returns
+    ``(state, next)`` whose batches continue each row's text where the previous batch stopped (wrapping
+    around). A batch is ``Batch(read(ids[:, :T]), ids[:, 1:])`` with int32 ids; ``read`` gives the inputs
+    (one-hot vectors for ``charlm``, the ids themselves for ``wordlm``).
+    """
+    n_train = train_ids.shape[0]
+
+    def windows(offsets: jax.Array) -> Batch:
+        chunk = train_ids[(offsets[:, None] + jnp.arange(T + 1)) % n_train].astype(jnp.int32)
+        return Batch(read(chunk[:, :T]), chunk[:, 1:])
+
+    def sample(key: jax.Array, batch_size: int) -> Batch:
+        return windows(jax.random.randint(key, (batch_size,), 0, n_train - T, dtype=jnp.int32))
+
+    def stream(key: jax.Array, batch_size: int):
+        state = jax.random.randint(key, (batch_size,), 0, n_train, dtype=jnp.int32)
+
+        def next_batch(state: jax.Array) -> tuple[jax.Array, Batch]:
+            return (state + T) % n_train, windows(state)
+
+        return state, next_batch
+
+    return jax.jit(sample, static_argnums=1), stream

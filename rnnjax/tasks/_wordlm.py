@@ -11,14 +11,13 @@ import functools
 import math
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from rnnjax._batch import Batch
 from rnnjax.tasks._base import Task
 from rnnjax.tasks._synthetic import check_positive_int
-from rnnjax.tasks._text import _read_text
+from rnnjax.tasks._text import _read_text, eval_windows, window_sampler
 from rnnjax.tasks._tokens import detokenize, encode, tokenize, vocabulary
 
 UNK_WORD = "<unk>"
@@ -137,9 +136,8 @@ def wordlm(seq_len: int | None = None, seed: int = 0, *, vocab_size: int = 5000,
     index = {w: i for i, w in enumerate(vocab[:-1])}
     ids = encode(words, index, unk)
     train_np, eval_np = ids[:n_train], ids[n_train:]
-    n_windows = min(eval_size, (n_eval - 1) // T_eval)
-    ev_in = eval_np[: n_windows * T_eval].reshape(n_windows, T_eval)
-    ev_out = eval_np[1 : n_windows * T_eval + 1].reshape(n_windows, T_eval)
+    ev_in, ev_out = eval_windows(eval_np, T_eval, eval_size)
+    n_windows = ev_in.shape[0]
     eval_set = Batch(jnp.asarray(ev_in), jnp.asarray(ev_out))
 
     uni = unigram_nll(train_np, ev_out.reshape(-1), size)
@@ -148,22 +146,7 @@ def wordlm(seq_len: int | None = None, seed: int = 0, *, vocab_size: int = 5000,
 
     train_ids = jnp.asarray(train_np)
 
-    def windows(offsets: jax.Array) -> Batch:
-        chunk = train_ids[(offsets[:, None] + jnp.arange(T + 1)) % n_train]
-        return Batch(chunk[:, :T], chunk[:, 1:])
-
-    def sample(key: jax.Array, batch_size: int) -> Batch:
-        return windows(jax.random.randint(key, (batch_size,), 0, n_train - T, dtype=jnp.int32))
-
-    sample = jax.jit(sample, static_argnums=1)
-
-    def stream(key: jax.Array, batch_size: int):
-        state = jax.random.randint(key, (batch_size,), 0, n_train, dtype=jnp.int32)
-
-        def next_batch(state: jax.Array) -> tuple[jax.Array, Batch]:
-            return (state + T) % n_train, windows(state)
-
-        return state, next_batch
+    sample, stream = window_sampler(train_ids, T, lambda ids: ids)
 
     def encode_text(s: str) -> np.ndarray:
         return encode(tokenize(s), index, unk)
