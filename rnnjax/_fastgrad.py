@@ -270,6 +270,9 @@ def scan(
         recorded = [tap.source is None for tap in taps]
         stored = [k for k, tap in enumerate(taps) if tap.leader is None]  # taps with their own hint
 
+        dp_leaves = jax.tree.leaves(d_params, is_leaf=_is_zero)
+        joint_plans: dict = {}  # stored tap -> its joint weight tangent's plan (found when the step is traced)
+
         def record_body(c, x):
             mode = _Mode(record=recorded)
             c_leaves_t = jax.tree.leaves(c)
@@ -277,15 +280,25 @@ def scan(
             hints = [
                 mode.zs[k] if taps[k].follower is None else mode.zs[k] + mode.zs[taps[k].follower] for k in stored
             ]
-            return c_new, (y, c_leaves_t, mode.vs, hints)
+            in_t, recorded_t = [*c_leaves_t, *x], iter(mode.vs)
+            v_t = [next(recorded_t) if tap.source is None else in_t[tap.source] for tap in taps]
+            joints = []
+            for k, hint in zip(stored, hints):
+                plan = _joint_plan(taps, k, dp_leaves, v_t, hint)
+                if plan is not None:
+                    joint_plans[k] = plan
+                    joints.append(_joint_operand(plan, v_t))
+            return c_new, (y, c_leaves_t, mode.vs, hints, joints)
 
-        carry_out, (ys, cs, vs, zs) = jax.lax.scan(record_body, carry, x_leaves, reverse=reverse, unroll=unroll)
+        carry_out, (ys, cs, vs, zs, joint_stacks) = jax.lax.scan(
+            record_body, carry, x_leaves, reverse=reverse, unroll=unroll
+        )
+        joint_stacks = dict(zip([k for k in stored if k in joint_plans], joint_stacks))
         in_stacks = [*cs, *x_leaves]
         vs = iter(vs)
         v_stacks = [next(vs) if tap.source is None else in_stacks[tap.source] for tap in taps]
 
-        # 2. Weight tangents of all taps for all steps at once (one matmul each); a pair shares one.
-        dp_leaves = jax.tree.leaves(d_params, is_leaf=_is_zero)
+        # 2. Weight tangents of all taps for all steps at once (one matmul each, or one per pair and bias).
 
         def weight_tangent(k):
             tap, dw = taps[k], dp_leaves[taps[k].leaf]
@@ -299,6 +312,9 @@ def scan(
 
         extras = []
         for k, z_stack in zip(stored, zs):
+            if k in joint_plans:
+                extras.append(_joint_tangent(taps, k, joint_plans[k], dp_leaves, joint_stacks[k]))
+                continue
             follower = taps[k].follower
             parts = [weight_tangent(k)] + ([] if follower is None else [weight_tangent(follower)])
             parts = [e for e in parts + [bias_tangent(k, z_stack)] if e is not None]
@@ -347,6 +363,79 @@ def scan(
 
     run.defjvp(run_jvp, symbolic_zeros=True)
     return run(params, carry, xs, aux)
+
+
+def _joint_plan(taps, k, dp_leaves, v_t, z_t):
+    """How to take stored tap ``k``'s weight tangent, with its pair partner's and its bias's, as ONE matmul; or None.
+
+    ``W_in x + W_rec h + b`` has the tangent ``[dW_rec, dW_in, db] @ [h; x; 1]``
+    at every step: one matmul of the weights concatenated along their
+    contracting axis with the operands (and a one for the bias) concatenated
+    likewise. The forward loop records that joint operand per step, so its
+    stack is time-major like the cotangent stack; the transpose is then one
+    weight-gradient matmul after the loop that reads the cotangent stack
+    once (instead of one matmul per weight, each with its own relayout of the
+    stack, and a separate reduction for the bias). Same sums, in another order.
+
+    Applies when every member is a plain matrix-vector product (one
+    contracting axis, no batch axes, a vector operand), with the same
+    ``dot_general`` parameters, the weight on the same side, one dtype, and
+    weights that differ only along the contracting axis; otherwise None
+    (the caller sums separate products).
+
+    Args:
+      taps, k: the tap list and a stored tap's index.
+      dp_leaves: the parameter tangents (only which are zero, and dtypes, are read).
+      v_t: each tap's operand at one step; z_t: tap ``k``'s (or its pair's) output at one step.
+
+    Returns:
+      ``(members, axis, with_bias)`` or None.
+    """
+    members = [k] + ([] if taps[k].follower is None else [taps[k].follower])
+    with_bias = taps[k].bias is not None
+    if len(members) == 1 and not with_bias:
+        return None  # a lone matmul: nothing to join
+    tangents = [dp_leaves[taps[m].leaf] for m in members] + ([dp_leaves[taps[k].bias]] if with_bias else [])
+    if any(_is_zero(t) for t in tangents):
+        return None
+    first = taps[k]
+    if any(taps[m].side != first.side or taps[m].params != first.params for m in members):
+        return None
+    (lhs_c, rhs_c), (lhs_b, rhs_b) = first.params["dimension_numbers"]
+    if len(lhs_c) != 1 or lhs_b or rhs_b:
+        return None
+    axis = int(lhs_c[0] if first.side == 0 else rhs_c[0])  # the weight's contracting axis
+    weights, vs = tangents[: len(members)], [v_t[m] for m in members]
+    dtype = jnp.result_type(weights[0])
+    if any(jnp.ndim(v) != 1 for v in vs) or any(jnp.result_type(a) != dtype for a in [*tangents, *vs]):
+        return None
+    shapes = [list(jnp.shape(w)) for w in weights]
+    for s in shapes:
+        s[axis] = 0
+    if any(s != shapes[0] for s in shapes) or any(jnp.ndim(w) != jnp.ndim(weights[0]) for w in weights):
+        return None
+    if with_bias and jnp.shape(tangents[-1]) != jnp.shape(z_t):
+        return None
+    return members, axis, with_bias
+
+
+def _joint_operand(plan, v_t):
+    """One step's joint operand ``[v_1; v_2; 1]`` of a ``_joint_plan``."""
+    members, _, with_bias = plan
+    vs = [v_t[m] for m in members]
+    if with_bias:
+        vs.append(jnp.ones((1,), vs[0].dtype))
+    return jnp.concatenate(vs)
+
+
+def _joint_tangent(taps, k, plan, dp_leaves, v_stack):
+    """The joint weight tangent ``[dW_1, dW_2, db] @ v_t`` for every step of ``v_stack`` (see ``_joint_plan``)."""
+    members, axis, with_bias = plan
+    weights = [dp_leaves[taps[m].leaf] for m in members]
+    if with_bias:
+        weights.append(jnp.expand_dims(dp_leaves[taps[k].bias], axis))
+    w_joint = jnp.concatenate(weights, axis=axis)
+    return jax.vmap(lambda v: _dot(taps[k].params, taps[k].side, w_joint, v))(v_stack)
 
 
 class _Tap(NamedTuple):
