@@ -8,6 +8,8 @@ everywhere). Implementations, timed interleaved in one process:
 - ``rnnjax``: ``jax.value_and_grad`` of ``jax.vmap(rnnjax.unroll)`` — what a
   user writes; the default fast backward (``backward="fast"``);
 - ``rnnjax-autodiff``: the same with ``backward="autodiff"`` (plain autodiff of ``lax.scan``);
+- ``rnnjax-cudnn``: ``jax.value_and_grad`` of ``rnnjax.unroll_batch(..., method="cudnn")``
+  (cuDNN's fused LSTM through ``jax.experimental.rnn.lstm``), LSTM on a GPU backend only;
 - ``rnnjax-dp``: ``rnnjax`` data-parallel over all JAX devices
   (``rnnjax.distributed.data_parallel``, batch sharded; on CPU one host device
   per core), only when there is more than one device and the batch divides;
@@ -94,6 +96,19 @@ def _rnnjax_steps(name, batch, time, inp, hidden, seed, settings):
         fns[label] = lambda c=compiled: jax.block_until_ready(c(params, xs))
         compile_s[label] = c_s
         grads[label] = compiled(params, xs)
+    if name == "lstm" and jax.default_backend() == "gpu":
+        import warnings
+
+        def cudnn_loss(params, xs):
+            with warnings.catch_warnings():  # a fallback would time the scan under this label
+                warnings.simplefilter("error", rnnjax.CudnnFallbackWarning)
+                _, ys = rnnjax.unroll_batch(cell, params, xs, method="cudnn")
+            return jnp.mean(ys**2)
+
+        compiled, _, c_s = common.compile_seconds(jax.value_and_grad(cudnn_loss), params, xs)
+        fns["rnnjax-cudnn"] = lambda c=compiled: jax.block_until_ready(c(params, xs))
+        compile_s["rnnjax-cudnn"] = c_s
+        grads["rnnjax-cudnn"] = compiled(params, xs)
     n_dev = len(jax.devices())
     if n_dev > 1 and batch % n_dev == 0:
         mesh = distributed.batch_mesh()

@@ -33,6 +33,7 @@ from rnnjax._layers import (
     sequential,
     stack,
 )
+from rnnjax._cudnn import CudnnFallbackWarning, cudnn_lstm_weights
 from rnnjax._deer import DeerInfo
 from rnnjax._longmemory import (
     AntisymmetricParams,
@@ -65,6 +66,7 @@ __all__ = [
     "CELLS",
     "CoRNNParams",
     "CoRNNState",
+    "CudnnFallbackWarning",
     "DeerInfo",
     "ElmanParams",
     "ExpRNNParams",
@@ -87,6 +89,7 @@ __all__ = [
     "bidirectional",
     "checkpoint",
     "cornn",
+    "cudnn_lstm_weights",
     "distributed",
     "dynamics",
     "elman",

@@ -502,6 +502,9 @@ def lstm(
             h = _matvec(params.w_proj, h)
         return LSTMState(h, c), h
 
+    # Read by rnnjax._cudnn: this step is cuDNN's LSTM exactly unless the blocker (last field) names why not.
+    step._cudnn_lstm = (input_size, hidden_size, "proj_size" if proj_size is not None else
+                        None if (gate_fn is jax.nn.sigmoid and act is jnp.tanh) else "gate_fn/activation_fn")
     return _gated_cell(Cell(init, initial_carry, step, input_size, p_, "lstm"), gate_fn, act)
 
 

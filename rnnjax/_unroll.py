@@ -14,7 +14,7 @@ from rnnjax._cells import Cell, prepare
 from rnnjax._shard_map import match_varying, varying_axes
 from rnnjax import _validate as v
 
-METHODS = ("scan", "associative", "deer")
+METHODS = ("scan", "associative", "deer", "cudnn")
 BACKWARDS = ("fast", "autodiff")
 
 
@@ -68,7 +68,8 @@ def unroll(
         T = 10000), for about one extra forward pass. ``method="scan"`` only.
       method: ``"scan"`` (sequential), ``"associative"`` (parallel prefix
         scan, cells with a ``linear_recurrence`` only) or ``"deer"`` (Newton
-        iterations over the whole sequence, any cell).
+        iterations over the whole sequence, any cell). ``"cudnn"`` is for
+        ``unroll_batch`` only (one cuDNN call per batch); here it raises.
       backward: reverse mode of ``method="scan"`` without ``remat`` (other
         methods refuse it: theirs is fixed): ``"fast"`` (default) takes
         every weight gradient after the backward loop as one matmul over all
@@ -95,6 +96,11 @@ def unroll(
     v.check_cell(cell)
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    if method == "cudnn":
+        raise ValueError(
+            "method: 'cudnn' runs a whole batch in one cuDNN call and has no per-sequence form (nor a vmap rule); "
+            "use rnnjax.unroll_batch(cell, params, xs[None], ..., method='cudnn') for one sequence"
+        )
     v.check_params(cell, params)
     xs = v.check_xs(cell, xs)
     time = xs.shape[0]
@@ -151,12 +157,25 @@ def unroll_batch(
 ) -> tuple[Any, Any]:
     """``unroll`` over a batch: ``jax.vmap`` with shape and length checks.
 
+    ``method="cudnn"`` runs ``rnnjax.lstm``'s plain cell (no projection,
+    sigmoid/tanh) as one call of cuDNN's fused LSTM (``jax.experimental.rnn.lstm``,
+    CUDA GPUs, float32) with the scan's semantics: ``lengths`` (0 included,
+    traced or not), ``reverse``, an initial ``carry``, gradients to the params
+    through cuDNN's own backward. Where cuDNN cannot compute the same thing
+    (another backend or cell, ``proj_size``, ``gate_fn``, float64, ``remat``,
+    ``backward``) it runs the scan instead and warns a
+    ``rnnjax.CudnnFallbackWarning`` naming the reason; ``unroll`` is ignored.
+    It has no ``jax.vmap``/forward-mode rule (cuDNN's custom VJP): call it on
+    the whole batch. Details: ``rnnjax._cudnn.cudnn_unroll_batch``, docs/performance.md.
+
     Args:
       cell, params: as in ``unroll`` (shared by the batch).
       xs: ``(batch, time, input_size)``.
       carry: batched initial carry (leading axis ``batch``) or None.
       lengths: ``(batch,)`` valid steps per sequence, or None.
-      **kwargs: ``reverse``, ``unroll``, ``remat``, ``method``... of ``unroll``.
+      **kwargs: ``reverse``, ``unroll``, ``remat``, ``method``... of ``unroll``
+        (``method="cudnn"`` also takes ``lstm_fn``, a stand-in for
+        ``jax.experimental.rnn.lstm``, e.g. ``rnnjax._cudnn.reference_lstm`` on CPU).
 
     Returns:
       ``(final_carry, ys)`` with a leading batch axis: ``ys: (batch, time, output_size)``.
@@ -184,6 +203,11 @@ def unroll_batch(
                 raise ValueError(
                     f"carry: expected a batched carry with leading axis {batch}, got a leaf of shape {jnp.shape(leaf)}"
                 )
+    if kwargs.get("method") == "cudnn":
+        from rnnjax._cudnn import cudnn_unroll_batch
+
+        kwargs.pop("method")
+        return cudnn_unroll_batch(cell, params, xs, carry, lengths=lengths, **kwargs)
     run = functools.partial(unroll, cell, params, **kwargs)
     if lengths is None:
         if carry is None:

@@ -43,6 +43,7 @@ MODULES = {
     "rnnjax._batch": "core",
     "rnnjax._carry": "core",
     "rnnjax._cells": "core",
+    "rnnjax._cudnn": "core",
     "rnnjax._deer": "core",
     "rnnjax._fastgrad": "core",
     "rnnjax._layers": "core",
