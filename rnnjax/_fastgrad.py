@@ -132,8 +132,9 @@ def _make_tap(eqn_params, side):
 class _Mode:
     """How the interpreter evaluates taps: ``record`` them, or replace them by recorded values."""
 
-    def __init__(self, record: list[bool] | None, w_const=None, z_hints=None, extras=None):
+    def __init__(self, record: list[bool] | None, w_const=None, z_hints=None, extras=None, w_rows=None):
         self.record = record  # per tap: keep its operand (True) or not (it is a plain input); None: replay
+        self.w_rows = w_rows or {}  # record mode: tap -> its weight transposed, contracting axis first
         self.w_const = w_const  # flat parameter leaves, not differentiated
         self.z_hints = z_hints
         self.extras = extras
@@ -145,7 +146,11 @@ class _Mode:
         """Evaluate tap number ``self.k``: ``eqn`` with the parameter ``leaf`` as operand ``side``."""
         v = invals[1 - side]
         if self.record is not None:
-            z = eqn.primitive.bind(*invals, **eqn.params)
+            if self.k in self.w_rows:  # v @ W_rows: the same sums, the layout XLA:CPU's matmul runs fastest
+                contract = (((0,), (0,)), ((), ()))
+                z = jax.lax.dot_general_p.bind(v, self.w_rows[self.k], **{**eqn.params, "dimension_numbers": contract})
+            else:
+                z = eqn.primitive.bind(*invals, **eqn.params)
             if self.record[self.k]:
                 self.vs.append(v)
             self.zs.append(z)
@@ -273,8 +278,17 @@ def scan(
         dp_leaves = jax.tree.leaves(d_params, is_leaf=_is_zero)
         joint_plans: dict = {}  # stored tap -> its joint weight tangent's plan (found when the step is traced)
 
+        # A matrix-vector tap contracting the weight's last axis (``W @ v``, ``v @ W.T``) reads the weight
+        # transposed once, outside the loop: under vmap its matmul is then (batch, in) x (in, out).
+        w_rows = {
+            k: jnp.swapaxes(p_leaves[tap.leaf], 0, 1)
+            for k, tap in enumerate(taps)
+            if jnp.ndim(p_leaves[tap.leaf]) == 2
+            and tap.params["dimension_numbers"] == ((((1,), (0,)) if tap.side == 0 else ((0,), (1,))), ((), ()))
+        }
+
         def record_body(c, x):
-            mode = _Mode(record=recorded)
+            mode = _Mode(record=recorded, w_rows=w_rows)
             c_leaves_t = jax.tree.leaves(c)
             c_new, y = evaluate(p_leaves, c_leaves_t, x, mode)
             hints = [
