@@ -21,11 +21,24 @@ everywhere). Implementations, timed interleaved in one process:
 Ratios ``/ torch`` and ``/ best flax`` divide by the fastest PyTorch row and the
 fastest Flax row of the same shape.
 
+Two settings, each one process with every implementation side by side:
+
+- ``--setting plain``: the process a user writes — glibc's default allocator,
+  JAX's one CPU device, no environment variables (``rnnjax-dp`` absent);
+  writes ``train_step_plain.{json,md}``;
+- ``--setting recommended`` (default): rnnjax's recommended CPU setting — the
+  allocator tuned at start-up (``rnnjax.allocator.tune_allocator``, applied to
+  every implementation in the process, PyTorch included) and one JAX host
+  device per core (the ``rnnjax-dp`` row; ``rnnjax train --devices N``);
+  writes ``train_step.{json,md}``.
+
 Usage::
 
-    python benchmarks/train_step.py [--quick] [--out DIR] [--allocator tuned|default] [--host-devices N]
+    python benchmarks/train_step.py [--setting plain|recommended] [--quick] [--out DIR]
+        [--allocator tuned|default] [--host-devices N]
 
-Writes ``train_step.json`` and ``train_step.md`` to ``--out`` (default ``benchmarks/results``).
+``--allocator``/``--host-devices`` override the setting's choice. Writes to
+``--out`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
@@ -62,6 +75,12 @@ class Config:
     flax: bool = True
     seed: int = 0
 
+
+# setting -> (allocator, host devices (None: JAX's default, one CPU device), result name)
+SETTINGS = {
+    "plain": ("default", None, "train_step_plain"),
+    "recommended": ("tuned", os.cpu_count(), "train_step"),
+}
 
 FLAX_CELLS = {
     "lstm": ("OptimizedLSTMCell", "LSTMCell"),
@@ -195,7 +214,8 @@ def _torch_steps(name, batch, time, inp, hidden, seed):
     return fns, info
 
 
-def run(config: Config, quick: bool, out: str | None, settings: dict, command: list[str]) -> dict:
+def run(config: Config, quick: bool, out: str | None, settings: dict, command: list[str],
+        result_name: str = "train_step") -> dict:
     import jax
 
     shapes = config.quick_shapes if quick else config.shapes
@@ -245,7 +265,7 @@ def run(config: Config, quick: bool, out: str | None, settings: dict, command: l
         "benchmark": "train_step", "quick": quick, "config": dataclasses.asdict(config),
         "settings": settings, "system": common.system_info(), "torch": torch_info, "results": results,
     }
-    common.write_results(out, "train_step", payload, markdown)
+    common.write_results(out, result_name, payload, markdown)
     return payload
 
 
@@ -253,17 +273,25 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two shapes, five rounds")
     parser.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
-    parser.add_argument("--allocator", choices=("tuned", "default"), default="tuned")
-    parser.add_argument("--host-devices", type=int, default=os.cpu_count(), help="CPU host devices for rnnjax-dp")
+    parser.add_argument("--setting", choices=SETTINGS, default="recommended",
+                        help="plain: a user's process (default allocator, one device); recommended: tuned "
+                             "allocator, one host device per core")
+    parser.add_argument("--allocator", choices=("tuned", "default"), default=None)
+    parser.add_argument("--host-devices", type=int, default=None, help="CPU host devices for rnnjax-dp")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-flax", action="store_true")
     args = parser.parse_args(argv)
-    settings = common.apply_settings(allocator=args.allocator, host_devices=args.host_devices)
+    allocator, host_devices, result_name = SETTINGS[args.setting]
+    settings = common.apply_settings(
+        allocator=args.allocator or allocator,
+        host_devices=args.host_devices if args.host_devices is not None else host_devices,
+    )
+    settings["setting"] = args.setting
     config = Config(torch=not args.no_torch, flax=not args.no_flax)
     if args.repeats:
         config = dataclasses.replace(config, repeats=args.repeats, quick_repeats=args.repeats)
-    run(config, args.quick, args.out, settings, ["python", "benchmarks/train_step.py", *(argv or sys.argv[1:])])
+    run(config, args.quick, args.out, settings, ["python", "benchmarks/train_step.py", *(argv or sys.argv[1:])], result_name)
     return 0
 
 

@@ -29,6 +29,15 @@ transpose of step 2 is the single weight-gradient matmul after the loop.
 Forward mode, ``vmap`` and higher-order derivatives keep working because
 everything stays a JAX transformation of a ``custom_jvp``.
 
+Layout, measured on XLA:CPU (``docs/performance.md``): a pair of taps that
+meet in one ``add`` and the bias added to them (``W_in x + W_rec h + b``) take
+ONE weight-gradient matmul after the loop, ``[dW_rec, dW_in, db] = dZ^T [H, X, 1]``,
+with the joint operand ``[h_t; x_t; 1]`` recorded time-major by the forward
+loop (one relayout of the cotangent stack instead of one per weight, no
+separate bias reduction); and the forward loop reads each matrix-vector tap's
+weight transposed once outside the loop, so that under ``vmap`` its per-step
+matmul is ``(batch, in) x (in, out)``.
+
 Memory: the pointwise part is rematerialised in the backward loop (from the
 recorded carries and tap outputs), and two taps that meet only in one ``add``
 (``W_in x + W_rec h``) share one recorded sum and one cotangent stack, so the
