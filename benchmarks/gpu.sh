@@ -34,7 +34,10 @@ done
 if [[ $DRY_RUN == 1 && $OUT == benchmarks/results ]]; then
   OUT=$(mktemp -d -t rnnjax-gpu-dry-XXXXXX)
 fi
-PY=${PYTHON:-python}
+PY=${PYTHON:-$(command -v python3 || command -v python)}
+# The repository's rnnjax is importable without an install (--no-install on a prepared image, e.g. one whose
+# jax, flax, optax, chex and torch are already there and that cannot reach a package index).
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 # ------------------------------------------------------------------------------------------ 1. install
 if [[ $INSTALL == 1 ]]; then
