@@ -24,7 +24,7 @@ Every measurement is repeated ``--repeats`` times (after an untimed warm-up) and
 and min-max. Writes ``sweep_vs_sequential.json`` and ``.md`` to ``--out`` (default
 ``benchmarks/results``).
 
-    python benchmarks/sweep_vs_sequential.py            # ~5 min on 2 idle CPU cores, 20+ min on a busy machine
+    python benchmarks/sweep_vs_sequential.py   # ~12 min on 2 lightly loaded CPU cores (load ~1.5), longer when busy
 """
 
 from __future__ import annotations

@@ -11,8 +11,10 @@ run axis can be split over devices (``jax.sharding``, one run per device or more
 Each run of the sweep is exactly the run ``rnnjax train`` makes with the same
 flags, ``--init-gain g``, ``--seed s`` and ``--lr lr``:
 
-- parameters: ``jax.jit(build(config_g).init)(run_key(s), lr)`` — the
-  single-run initialiser of the gain-``g`` model, called for every run;
+- parameters: ``build(config_g).init(run_key(s), lr)`` — the single-run
+  initialiser of the gain-``g`` model, the function ``rnnjax train`` jits —
+  for every run, all of them in ONE compiled program (one compilation per
+  sweep, not one per gain);
 - data: step ``t`` draws ``task.sample(fold_in(data_key, t), B)`` with
   ``data_key`` from ``run_key(s)``, inside the shared ``Trainer.run``;
 - learning rate: the value injected in the optimizer state
@@ -186,7 +188,7 @@ def run_sweep(
       ValueError: ``configs`` empty, with different ``steps``, or of
         different groups (the differing fields named), or an unknown ``method``.
     """
-    from rnnjax.train import build, compiler_options, run_key
+    from rnnjax.train import build, compiler_options
 
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
@@ -215,20 +217,8 @@ def run_sweep(
             raise ValueError(f"configs: runs of one sweep must share the shapes of their training state and "
                              f"batches (group_key); these differ in {diff}")
 
-    # ---- initial states: the jitted single-run init of each run's (variant, gain), as `rnnjax train` jits it,
-    # called with the run's key and learning rate
-    init_trainers = {}
-    for c in configs:
-        key = dataclasses.replace(variant_key(c), init_gain=c.init_gain)
-        if key not in init_trainers:
-            init_trainers[key] = (trainers[variants.index(variant_key(c))] if c.init_gain == variant_key(c).init_gain
-                                  else build(key, batch_invariant=vectorised))
-    inits = {k: jax.jit(t.init) for k, t in init_trainers.items()}
-
-    def init_state(c):
-        return inits[dataclasses.replace(variant_key(c), init_gain=c.init_gain)](run_key(c.seed), c.lr)
-
-    states = [_stack([init_state(configs[i]) for i in idx]) for idx in members]
+    # ---- initial states: one compiled program, each run's state the single-run init's (``_initial_states``)
+    states = _initial_states(configs, members, trainers, batch_invariant=vectorised)
     start_params = [s.params for s in states]
     eval_batches = [t.task.eval_batch() for t in trainers]  # one evaluation set per variant (its eval_seed)
     t_init = time.perf_counter()
@@ -373,6 +363,12 @@ def variant_key(config: Any) -> Any:
     return dataclasses.replace(config, seed=0, lr=1e-3, init_gain=1.0)
 
 
+def _init_key(config: Any) -> Any:
+    """``config``'s variant with its init gain: runs with equal keys share one initialiser (their seeds and
+    learning rates are its arguments)."""
+    return dataclasses.replace(variant_key(config), init_gain=config.init_gain)
+
+
 def group_signature(trainer: Any) -> Any:
     """Shapes and dtypes of a trainer's state and of its training batch: what runs of one sweep share."""
     from rnnjax.train import run_key
@@ -411,6 +407,53 @@ def _values(name, values, kind, positive=False):
     if len(set(out)) != len(out):
         raise ValueError(f"{name}: duplicate values in {out}")
     return out
+
+
+def _initial_states(configs, members, trainers, *, batch_invariant=False):
+    """Every run's initial ``TrainState`` from ONE compiled program (``sweep_init``), stacked per variant.
+
+    For each distinct (variant, init gain) the program calls the single-run initialiser of that gain's trainer,
+    ``build(config_g).init`` (what ``rnnjax train`` jits), with each run's ``run_key(seed)`` and learning rate,
+    one run after another (``lax.map``: each run's init is the unbatched single-run computation, as in the
+    training program; ``jax.vmap`` would batch the initialisers' kernels, QR and matmuls included, which XLA
+    may compute differently). The gain enters each cell's initialiser as a Python float in ways of its own
+    (``rnnjax.CELLS``: orthogonal gains, log-gain biases, capped radii), so every gain keeps its own
+    initialiser in the program; what the sweep saves is compilations, most of the cost of initialising: one
+    for the sweep instead of one per gain. Every state is bitwise the single run's
+    (``tests/test_sweep.py`` checks every registered cell).
+
+    Args:
+      configs: the validated ``RunConfig``s of the sweep.
+      members: each variant's runs (indices into ``configs``).
+      trainers: each variant's ``Trainer`` (``build(variant_key(config))``).
+      batch_invariant: how ``trainers`` were built (other gains' trainers are built the same way).
+
+    Returns:
+      One ``TrainState`` per variant, its leaves stacked ``(len(members[v]), ...)`` in the order of ``members[v]``.
+    """
+    from rnnjax.train import build, run_key
+
+    own = {variant_key(configs[idx[0]]): t for idx, t in zip(members, trainers)}
+    groups = list(dict.fromkeys(_init_key(c) for c in configs))
+    runs = [[i for i, c in enumerate(configs) if _init_key(c) == g] for g in groups]
+    inits = [(own[g] if g in own else build(g, batch_invariant=batch_invariant)).init for g in groups]
+    where = {i: (g, r) for g, idx in enumerate(runs) for r, i in enumerate(idx)}  # run i = row r of group g
+    parts = [list(dict.fromkeys(where[i][0] for i in idx)) for idx in members]  # each variant's groups
+    starts = [dict(zip(used, np.cumsum([0] + [len(runs[g]) for g in used]))) for used in parts]
+    picks = [np.asarray([start[where[i][0]] + where[i][1] for i in idx]) for idx, start in zip(members, starts)]
+
+    def sweep_init(keys, lrs):
+        stacks = [jax.lax.map(lambda key_lr, init=init: init(*key_lr), (k, lr))
+                  for init, k, lr in zip(inits, keys, lrs)]
+        out = []
+        for used, pick in zip(parts, picks):
+            whole = jax.tree.map(lambda *xs: jnp.concatenate(xs), *(stacks[g] for g in used))
+            out.append(whole if np.array_equal(pick, np.arange(len(pick))) else jax.tree.map(lambda x: x[pick], whole))
+        return out
+
+    keys = [jnp.stack([run_key(configs[i].seed) for i in idx]) for idx in runs]
+    lrs = [np.asarray([configs[i].lr for i in idx]) for idx in runs]
+    return jax.block_until_ready(jax.jit(sweep_init)(keys, lrs))
 
 
 def _progress_chunk(steps: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shlex
 import subprocess
@@ -14,6 +15,7 @@ import jax
 import numpy as np
 import pytest
 
+import rnnjax
 from rnnjax import sweep
 from rnnjax.cli import main
 from rnnjax.train import RunConfig, build, run_key
@@ -139,6 +141,64 @@ def test_diverging_run_halts_inside_the_sweep_like_alone():
     exact = sweep.run_sweep(configs)
     chex.assert_trees_all_equal(jax.tree.map(lambda x: x[1], exact.states.params), state.params)
     assert [r["status"] for r in exact.rows] == [calm["status"], wild["status"]]
+
+
+def _bits(tree):
+    """``tree`` with its PRNG keys as their raw data, so that every leaf compares bit for bit."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+                        else x, tree)
+
+
+def _compilations(caplog, fn):
+    """``fn()`` and the names of the programs XLA compiled meanwhile (``jax_log_compiles``)."""
+    caplog.clear()
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING, logger="jax"):
+            out = fn()
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    names = [r.getMessage().split("Finished XLA compilation of ")[1].split(" in ")[0] for r in caplog.records
+             if "Finished XLA compilation of " in r.getMessage()]
+    return out, names
+
+
+def test_one_init_program_bitwise_the_single_run_inits_of_every_cell(caplog):
+    """The initial states of a sweep come from ONE compiled program, each bit for bit the state ``rnnjax train``
+    starts from (``jax.jit(build(config).init)(run_key(seed))``), for every registered cell: here one sweep_init
+    for all the cells (a variant each, gain 1.7 or 0.5, two seeds, a learning rate of its own)."""
+    configs, members = [], []
+    for k, name in enumerate(sorted(rnnjax.CELLS)):
+        base = RunConfig(task="adding", cell=name, hidden=5, seq_len=4, batch_size=2, steps=1, lr=3e-4 * (k + 1),
+                         init_gain=(1.7, 0.5)[k % 2], task_options=(("eval_size", 4),))
+        members.append([len(configs), len(configs) + 1])
+        configs += [dataclasses.replace(base, seed=3).validate(), base.validate()]
+    trainers = [build(sweep.variant_key(configs[idx[0]])) for idx in members]
+    states, names = _compilations(caplog, lambda: sweep._initial_states(configs, members, trainers))
+    assert names.count("jit(sweep_init)") == 1 and not [n for n in names if "init" in n and n != "jit(sweep_init)"]
+    for v, idx in enumerate(members):
+        init = jax.jit(build(configs[idx[0]]).init)  # what `rnnjax train` runs (the seed is not part of the trainer)
+        for j, i in enumerate(idx):
+            chex.assert_trees_all_equal(_bits(jax.tree.map(lambda x: x[j], states[v])),
+                                        _bits(init(run_key(configs[i].seed))))
+
+
+def test_sweep_compiles_one_init_program(caplog):
+    """``run_sweep`` of two gains x two lrs x two seeds (scrambled): one init compilation, initial params bitwise."""
+    base = RunConfig(task="adding", cell="gru", hidden=5, seq_len=4, batch_size=2, steps=1,
+                     task_options=(("eval_size", 4),))
+    # gain 1.0 inits with the variant's own trainer; the runs of a gain are not adjacent
+    configs = sweep.grid(base, init_gains=(1.0, 1.5), seeds=(0, 1), lrs=(1e-2, 3e-3))[::-1]
+    configs = configs[::2] + configs[1::2]
+    result, names = _compilations(caplog, lambda: sweep.run_sweep(configs))
+    assert names.count("jit(sweep_init)") == 1 and "jit(init)" not in names
+    inits = {}  # what `rnnjax train` runs, one per (gain, lr): the seed is not part of the trainer
+    for i, config in enumerate(configs):
+        if (config.init_gain, config.lr) not in inits:
+            inits[config.init_gain, config.lr] = jax.jit(build(config).init)
+        init = inits[config.init_gain, config.lr]
+        chex.assert_trees_all_equal(jax.tree.map(lambda x: x[i], result.initial_params),
+                                    init(run_key(config.seed)).params)
 
 
 def test_grid_order_and_errors():
