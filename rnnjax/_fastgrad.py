@@ -157,7 +157,8 @@ class _Mode:
         if self.record is not None:
             if self.k in self.w_rows:  # v @ W_rows: the same sums, the layout XLA:CPU's matmul runs fastest
                 contract = (((0,), (0,)), ((), ()))
-                z = jax.lax.dot_general_p.bind(v, self.w_rows[self.k], **{**eqn.params, "dimension_numbers": contract})
+                v, w_rows = match_varying((v, self.w_rows[self.k]))  # inside shard_map: replicated weight
+                z = jax.lax.dot_general_p.bind(v, w_rows, **{**eqn.params, "dimension_numbers": contract})
             else:
                 z = eqn.primitive.bind(*invals, **eqn.params)
             if self.record[self.k]:
@@ -448,7 +449,7 @@ def _joint_operand(plan, v_t):
     vs = [v_t[m] for m in members]
     if with_bias:
         vs.append(jnp.ones((1,), vs[0].dtype))
-    return jnp.concatenate(vs)
+    return jnp.concatenate(match_varying(vs))  # inside shard_map: a carry and an input may vary differently
 
 
 def _joint_tangent(taps, k, plan, dp_leaves, v_stack):
