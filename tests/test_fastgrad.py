@@ -236,6 +236,51 @@ def test_weight_gradients_leave_the_loop():
     assert count_dots_in_backward_scan("fast") < count_dots_in_backward_scan("autodiff")
 
 
+def _dots_outside_scans(jaxpr) -> list:
+    """``(lhs shape, rhs shape)`` of every ``dot_general`` of ``jaxpr`` not inside a scan (recursing into calls)."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append(tuple(v.aval.shape for v in eqn.invars))
+        elif eqn.primitive.name != "scan":
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                found += _dots_outside_scans(sub)
+    return found
+
+
+def test_pair_and_bias_take_one_weight_gradient_product():
+    """``W_in x + W_rec h + b``: one after-loop product ``dZ^T [H, X, 1]`` gives dW_rec, dW_in and db at once.
+
+    The joint operand is recorded time-major by the forward loop (shape (time, batch, H + I + 1) under vmap),
+    and no separate product or reduction per weight is left after the loop; gradients equal autodiff's.
+    """
+    cell = rnnjax.lstm(I, H, dtype=F64)
+    params = cell.init(jax.random.key(23))
+    xs = _xs(jax.random.key(24))
+    jaxpr = jax.make_jaxpr(jax.grad(_loss_fn(cell, "fast")))(params, xs).jaxpr
+    joint = H + I + 1
+    products = [shapes for shapes in _dots_outside_scans(jaxpr) if any(s[-1:] == (joint,) for s in shapes)]
+    assert len(products) == 1, _dots_outside_scans(jaxpr)
+    assert products[0][0][:2] == (T, B) and products[0][1][:2] == (T, B)  # cotangent and joint operand, time-major
+    assert not [s for s in _dots_outside_scans(jaxpr) if (T, B, H) in s or (T, B, I) in s]  # no per-weight product
+    chex.assert_trees_all_close(jax.grad(_loss_fn(cell, "fast"))(params, xs),
+                                jax.grad(_loss_fn(cell, "autodiff"))(params, xs), **TOL)
+
+
+def test_recording_loop_reads_the_weight_transposed():
+    """The forward loop's tap matmul contracts a (in, out) weight prepared once outside the loop, same values."""
+    cell = rnnjax.lstm(I, H, dtype=F64)
+    params = cell.init(jax.random.key(25))
+    xs = _xs(jax.random.key(26))
+    jaxpr = jax.make_jaxpr(jax.grad(_loss_fn(cell, "fast")))(params, xs).jaxpr
+    scans = [e for e in jaxpr.eqns if e.primitive.name == "scan" and not e.params["reverse"]]
+    body = scans[0].params["jaxpr"].jaxpr
+    rhs = [e.invars[1].aval.shape for e in body.eqns if e.primitive.name == "dot_general"]
+    assert (H, 4 * H) in rhs and (I, 4 * H) in rhs, rhs  # W_rec.T and W_in.T, not (4H, H) / (4H, I)
+    value = lambda backward: _loss_fn(cell, backward)(params, xs)  # noqa: E731
+    np.testing.assert_allclose(value("fast"), value("autodiff"), rtol=1e-12)
+
+
 def _scan_carry_shapes(jaxpr) -> list:
     """Shapes of the carries of every scan in ``jaxpr`` (recursing into nested jaxprs)."""
     shapes = []
