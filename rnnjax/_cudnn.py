@@ -221,10 +221,7 @@ def cudnn_unroll_batch(
 
     if method_options:
         raise TypeError(f"method_options: method 'cudnn' takes none, got {sorted(method_options)}")
-    if not isinstance(reverse, (bool, np.bool_)):
-        raise TypeError(f"reverse: expected a bool, got {reverse!r}")
-    if isinstance(unroll, (bool, np.bool_)) or not isinstance(unroll, (int, np.integer)) or unroll < 1:
-        raise ValueError(f"unroll: expected a positive integer (steps per scan iteration), got {unroll!r}")
+    reverse, unroll = v.check_loop_options(reverse, unroll)
     remat_options = _check_remat(remat)
     if backward is not None and backward not in BACKWARDS:
         raise ValueError(f"backward: expected one of {BACKWARDS} or None, got {backward!r}")
@@ -265,4 +262,4 @@ def cudnn_unroll_batch(
     dtype = jnp.finfo(dtype).dtype
     params = jax.tree.map(lambda a: jnp.asarray(a, dtype), params)
     return cudnn_lstm_batch(params, xs.astype(dtype), carry.h.astype(dtype), carry.c.astype(dtype), lengths,
-                            reverse=bool(reverse), lstm_fn=lstm_fn)
+                            reverse=reverse, lstm_fn=lstm_fn)

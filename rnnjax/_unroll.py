@@ -113,11 +113,7 @@ def unroll(
     xs = xs.astype(dtype)
     carry = jax.tree.map(lambda c: jnp.asarray(c, jnp.result_type(c, dtype)), carry)
     length = v.check_length(length, time)
-    if not isinstance(reverse, (bool, np.bool_)):
-        raise TypeError(f"reverse: expected a bool, got {reverse!r}")
-    reverse = bool(reverse)
-    if isinstance(unroll, (bool, np.bool_)) or not isinstance(unroll, (int, np.integer)) or unroll < 1:
-        raise ValueError(f"unroll: expected a positive integer (steps per scan iteration), got {unroll!r}")
+    reverse, unroll = v.check_loop_options(reverse, unroll)
     remat_options = _check_remat(remat)
     if method != "associative":  # linear_recurrence reads the raw params
         cell, params = prepare(cell, params)  # once per unroll, outside the loop
@@ -128,7 +124,7 @@ def unroll(
         backward = "fast" if backward is None else backward
         if backward not in BACKWARDS:
             raise ValueError(f"backward: expected one of {BACKWARDS}, got {backward!r}")
-        return _scan_unroll(cell, params, xs, carry, length, reverse, int(unroll), remat_options, backward)
+        return _scan_unroll(cell, params, xs, carry, length, reverse, unroll, remat_options, backward)
     # The parallel methods have no sequential loop to unroll or rematerialise, and their own reverse mode.
     for option, value, ignored in (("remat", remat, remat_options != (False, None)), ("unroll", unroll, unroll != 1),
                                    ("backward", backward, backward is not None)):

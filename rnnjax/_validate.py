@@ -128,6 +128,16 @@ def check_xs(cell, xs, name: str = "xs") -> jax.Array:
     return xs
 
 
+def check_loop_options(reverse, unroll) -> tuple[bool, int]:
+    """``(reverse, unroll)`` as ``(bool, int)``; raise naming the argument if ``reverse`` is not a bool or
+    ``unroll`` is not a positive integer (steps per scan iteration)."""
+    if not isinstance(reverse, (bool, np.bool_)):
+        raise TypeError(f"reverse: expected a bool, got {reverse!r}")
+    if isinstance(unroll, (bool, np.bool_)) or not isinstance(unroll, (int, np.integer)) or unroll < 1:
+        raise ValueError(f"unroll: expected a positive integer (steps per scan iteration), got {unroll!r}")
+    return bool(reverse), int(unroll)
+
+
 def check_length(length, time: int, name: str = "length"):
     """Return a Python int, a traced integer scalar, or None; raise on a bad concrete value."""
     if length is None:

@@ -15,6 +15,7 @@ resume and sweep tests compare bits). A directory the user exported is used
 as given and kept.
 """
 
+import logging
 import os
 import shutil
 import tempfile
@@ -60,3 +61,26 @@ def pytest_configure(config):
     """
     if getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadscope"
+
+
+@pytest.fixture
+def compiled_programs(caplog):
+    """``compiled_programs(fn) -> (fn(), names)``: the names of the programs XLA compiled while ``fn`` ran.
+
+    Read from JAX's own compilation log (``jax_log_compiles``), e.g. ``"jit(sweep_init)"``; a program loaded
+    from the session's persistent compilation cache is logged too.
+    """
+
+    def run(fn):
+        caplog.clear()
+        jax.config.update("jax_log_compiles", True)
+        try:
+            with caplog.at_level(logging.WARNING, logger="jax"):
+                out = fn()
+        finally:
+            jax.config.update("jax_log_compiles", False)
+        marker = "Finished XLA compilation of "
+        names = [r.getMessage().split(marker)[1].split(" in ")[0] for r in caplog.records if marker in r.getMessage()]
+        return out, names
+
+    return run

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import shlex
 import subprocess
@@ -149,21 +148,7 @@ def _bits(tree):
                         else x, tree)
 
 
-def _compilations(caplog, fn):
-    """``fn()`` and the names of the programs XLA compiled meanwhile (``jax_log_compiles``)."""
-    caplog.clear()
-    jax.config.update("jax_log_compiles", True)
-    try:
-        with caplog.at_level(logging.WARNING, logger="jax"):
-            out = fn()
-    finally:
-        jax.config.update("jax_log_compiles", False)
-    names = [r.getMessage().split("Finished XLA compilation of ")[1].split(" in ")[0] for r in caplog.records
-             if "Finished XLA compilation of " in r.getMessage()]
-    return out, names
-
-
-def test_one_init_program_bitwise_the_single_run_inits_of_every_cell(caplog):
+def test_one_init_program_bitwise_the_single_run_inits_of_every_cell(compiled_programs):
     """The initial states of a sweep come from ONE compiled program, each bit for bit the state ``rnnjax train``
     starts from (``jax.jit(build(config).init)(run_key(seed))``), for every registered cell: here one sweep_init
     for all the cells (a variant each, gain 1.7 or 0.5, two seeds, a learning rate of its own)."""
@@ -174,7 +159,7 @@ def test_one_init_program_bitwise_the_single_run_inits_of_every_cell(caplog):
         members.append([len(configs), len(configs) + 1])
         configs += [dataclasses.replace(base, seed=3).validate(), base.validate()]
     trainers = [build(sweep.variant_key(configs[idx[0]])) for idx in members]
-    states, names = _compilations(caplog, lambda: sweep._initial_states(configs, members, trainers))
+    states, names = compiled_programs(lambda: sweep._initial_states(configs, members, trainers))
     assert names.count("jit(sweep_init)") == 1 and not [n for n in names if "init" in n and n != "jit(sweep_init)"]
     for v, idx in enumerate(members):
         init = jax.jit(build(configs[idx[0]]).init)  # what `rnnjax train` runs (the seed is not part of the trainer)
@@ -183,14 +168,14 @@ def test_one_init_program_bitwise_the_single_run_inits_of_every_cell(caplog):
                                         _bits(init(run_key(configs[i].seed))))
 
 
-def test_sweep_compiles_one_init_program(caplog):
+def test_sweep_compiles_one_init_program(compiled_programs):
     """``run_sweep`` of two gains x two lrs x two seeds (scrambled): one init compilation, initial params bitwise."""
     base = RunConfig(task="adding", cell="gru", hidden=5, seq_len=4, batch_size=2, steps=1,
                      task_options=(("eval_size", 4),))
     # gain 1.0 inits with the variant's own trainer; the runs of a gain are not adjacent
     configs = sweep.grid(base, init_gains=(1.0, 1.5), seeds=(0, 1), lrs=(1e-2, 3e-3))[::-1]
     configs = configs[::2] + configs[1::2]
-    result, names = _compilations(caplog, lambda: sweep.run_sweep(configs))
+    result, names = compiled_programs(lambda: sweep.run_sweep(configs))
     assert names.count("jit(sweep_init)") == 1 and "jit(init)" not in names
     inits = {}  # what `rnnjax train` runs, one per (gain, lr): the seed is not part of the trainer
     for i, config in enumerate(configs):
